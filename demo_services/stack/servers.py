@@ -1,0 +1,215 @@
+"""Real servers on free loopback ports, started from installed packages and always stopped.
+
+Each server is a context manager: it starts the process in its own process group, waits for readiness with a
+bounded poll, and on exit stops the whole group (SIGTERM, then SIGKILL after a grace period). Used by the tests'
+fixtures and by the local stack runner alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["ManagedProcess", "OtlpReceiver", "RabbitMQ", "ServerError", "free_port", "wait_until"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """A server did not start; the message carries the tail of its output."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass (then raise TimeoutError naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+class ManagedProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, workdir: Path | None = None):
+        self.name = name
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"otel-kit-{name}-"))
+        self.log_path = self.workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+
+    def output_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.output_tail()}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        # children that outlived the leader (same group) are ended too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+
+class RabbitMQ:
+    """A throwaway RabbitMQ node (Debian ``rabbitmq-server``) on free loopback ports, with its own epmd."""
+
+    def __init__(self, start_timeout: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"amqp://guest:guest@{LOOPBACK}:{self.port}/%2F"
+        self._timeout = start_timeout
+        self._procs: list[ManagedProcess] = []
+        self._base = Path(tempfile.mkdtemp(prefix="otel-kit-rabbitmq-"))
+
+    def __enter__(self) -> RabbitMQ:
+        server = shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server"
+        if not Path(server).exists():
+            raise ServerError("rabbitmq-server is not installed (Debian package rabbitmq-server); run ./run setup")
+        epmd_port, dist_port = free_port(), free_port()
+        (self._base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n")
+        (self._base / "enabled_plugins").write_text("[].\n")
+        env = {
+            "HOME": str(self._base),
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": LOOPBACK,
+            "RABBITMQ_BASE": str(self._base),
+            "RABBITMQ_CONFIG_FILE": str(self._base / "rabbitmq"),
+            "RABBITMQ_MNESIA_BASE": str(self._base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self._base / "log"),
+            "RABBITMQ_PID_FILE": str(self._base / "rabbit.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._base / "enabled_plugins"),
+            "RABBITMQ_NODENAME": f"otelkit{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        try:
+            epmd = ManagedProcess("epmd", ["epmd", "-port", str(epmd_port), "-address", LOOPBACK], env, self._base)
+            self._procs.append(epmd)
+            wait_until(lambda: epmd.check_alive() is None and port_open(epmd_port), 10, "epmd")
+            node = ManagedProcess("rabbitmq", [server], env, self._base)
+            self._procs.append(node)
+            wait_until(lambda: node.check_alive() is None and self._accepts_amqp(), self._timeout, "RabbitMQ")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _accepts_amqp(self) -> bool:
+        if not port_open(self.port):
+            return False
+        import pika
+
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=1")).close()
+        except Exception:
+            return False
+        return True
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for proc in reversed(self._procs):
+            proc.stop()
+        self._procs.clear()
+        shutil.rmtree(self._base, ignore_errors=True)
+
+
+class OtlpReceiver:
+    """The OTLP receiver of ``demo_services.stack.otlp_receiver`` in a child process (gRPC and HTTP ports)."""
+
+    def __init__(self) -> None:
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="otel-kit-otlp-"))
+        self.out = self.workdir / "received.jsonl"
+        self._proc: ManagedProcess | None = None
+
+    def __enter__(self) -> OtlpReceiver:
+        argv = [
+            sys.executable,
+            "-m",
+            "demo_services.stack.otlp_receiver",
+            "--grpc-port",
+            str(self.grpc_port),
+            "--http-port",
+            str(self.http_port),
+            "--out",
+            str(self.out),
+        ]
+        root = Path(__file__).resolve().parents[2]
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        self._proc = ManagedProcess("otlp-receiver", argv, env, self.workdir)
+        proc = self._proc
+        try:
+            wait_until(
+                lambda: proc.check_alive() is None and port_open(self.grpc_port) and port_open(self.http_port),
+                30,
+                "the OTLP receiver",
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def records(self) -> Iterator[dict[str, object]]:
+        """Every request received so far: ``{"signal": "traces"|"metrics"|"logs", "transport": ..., "body": {...}}``."""
+        import json
+
+        if not self.out.exists():
+            return
+        for line in self.out.read_text().splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._proc is not None:
+            self._proc.stop(grace=5)
+            self._proc = None

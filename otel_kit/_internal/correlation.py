@@ -1,0 +1,86 @@
+"""The correlation id: one id per business request, carried next to the trace through every hop.
+
+It lives in OpenTelemetry baggage under ``correlation_id`` (baggage is held by OpenTelemetry's context, a
+``contextvars.ContextVar``, so it follows threads started with a copied context and asyncio tasks). On the wire
+it travels as ``X-Correlation-ID`` and in the W3C ``baggage`` header; ``X-Request-ID`` is accepted on the way in.
+
+Only ids of 1 to 128 characters from ``[A-Za-z0-9._:-]`` are accepted: anything else (newlines, quotes, control
+characters, oversize values) is replaced by a fresh id, so an incoming header can never forge a log line.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import baggage, context
+from opentelemetry.context import Context
+
+__all__ = [
+    "BAGGAGE_KEY",
+    "HEADER",
+    "REQUEST_ID_HEADER",
+    "correlation_scope",
+    "ensure_correlation_id",
+    "get_correlation_id",
+    "new_correlation_id",
+    "valid_correlation_id",
+    "with_correlation_id",
+]
+
+HEADER = "X-Correlation-ID"
+REQUEST_ID_HEADER = "X-Request-ID"
+BAGGAGE_KEY = "correlation_id"
+MAX_LENGTH = 128
+_VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,%d}" % (MAX_LENGTH - 1))
+
+
+def new_correlation_id() -> str:
+    """A fresh random id (UUID4, 36 characters)."""
+    return str(uuid.uuid4())
+
+
+def valid_correlation_id(value: object) -> str | None:
+    """``value`` if it is an acceptable id, else None. Never raises."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str) or len(value) > MAX_LENGTH:
+        return None
+    return value if _VALID.fullmatch(value) else None
+
+
+def get_correlation_id(ctx: Context | None = None) -> str | None:
+    """The correlation id of ``ctx`` (default: the current context), or None when there is none."""
+    return valid_correlation_id(baggage.get_baggage(BAGGAGE_KEY, ctx))
+
+
+def with_correlation_id(correlation_id: str, ctx: Context | None = None) -> Context:
+    """A copy of ``ctx`` carrying ``correlation_id`` (replaced by a fresh id when it is not acceptable)."""
+    cid = valid_correlation_id(correlation_id) or new_correlation_id()
+    return baggage.set_baggage(BAGGAGE_KEY, cid, ctx)
+
+
+def ensure_correlation_id(ctx: Context | None = None) -> Context:
+    """``ctx`` unchanged when it carries a valid id, else a copy with a fresh one."""
+    if get_correlation_id(ctx) is not None:
+        return ctx if ctx is not None else context.get_current()
+    return with_correlation_id(new_correlation_id(), ctx)
+
+
+@contextmanager
+def correlation_scope(correlation_id: str | None = None) -> Iterator[str]:
+    """Run a block under ``correlation_id`` (a fresh one when None or invalid); yields the id in force.
+
+    Use it where work starts outside an instrumented server or consumer: a batch job, a scheduled task.
+    """
+    ctx = with_correlation_id(correlation_id or new_correlation_id())
+    token = context.attach(ctx)
+    try:
+        yield get_correlation_id(ctx) or ""
+    finally:
+        context.detach(token)

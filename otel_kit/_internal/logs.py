@@ -1,0 +1,166 @@
+"""Logs: stdlib ``logging`` writing one JSON object per line, and the same records exported over OTLP.
+
+A log line's journey, top to bottom:
+
+1. ``TelemetryContextFilter`` adds ``service``, ``trace_id``, ``span_id``, ``xray_trace_id`` and
+   ``correlation_id`` from the current context (fields a caller passed in ``extra`` are kept);
+2. the JSON formatter (python-json-logger) renders ``timestamp``, ``level``, ``logger``, ``message``, those
+   fields, any other ``extra`` and ``stack`` for exceptions. JSON escapes newlines and control characters, so a
+   message can never forge a second line;
+3. the stdout handler writes the line; the OpenTelemetry ``LoggingHandler`` hands the record to the
+   LoggerProvider, whose batch processor exports it over OTLP.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import format_span_id, format_trace_id
+from pythonjsonlogger.json import JsonFormatter
+
+from otel_kit._internal import correlation, otlp
+from otel_kit._internal.config import Settings
+
+__all__ = [
+    "JSON_FIELDS",
+    "TelemetryContextFilter",
+    "build_logger_provider",
+    "install_handlers",
+    "json_formatter",
+    "remove_handlers",
+    "xray_trace_id",
+]
+
+# The fields every line carries, in this order; values are null when there is no span or id.
+JSON_FIELDS = (
+    "timestamp",
+    "level",
+    "logger",
+    "message",
+    "service",
+    "trace_id",
+    "span_id",
+    "xray_trace_id",
+    "correlation_id",
+)
+
+
+def xray_trace_id(trace_id: int) -> str:
+    """The X-Ray form ``1-<8 hex epoch>-<24 hex>`` of an OpenTelemetry trace id."""
+    hex_id = format_trace_id(trace_id)
+    return f"1-{hex_id[:8]}-{hex_id[8:]}"
+
+
+class TelemetryContextFilter(logging.Filter):
+    """Adds the service and the current trace and correlation ids to each record. Never rejects a record."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        if getattr(record, "trace_id", None) is None:
+            ctx = trace.get_current_span().get_span_context()
+            if ctx.is_valid:
+                record.trace_id = format_trace_id(ctx.trace_id)
+                record.span_id = format_span_id(ctx.span_id)
+            else:
+                record.trace_id = record.span_id = None
+        if getattr(record, "xray_trace_id", None) is None:
+            trace_id = record.trace_id
+            record.xray_trace_id = xray_trace_id(int(trace_id, 16)) if isinstance(trace_id, str) else None
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = correlation.get_correlation_id()
+        return True
+
+
+class _JsonFormatter(JsonFormatter):
+    """python-json-logger's formatter with the field names above and ``stack`` for exception text."""
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        for name in JSON_FIELDS[4:]:
+            log_data.setdefault(name, getattr(record, name, None))
+        # the fixed fields first, in JSON_FIELDS order, then whatever the caller added
+        ordered = {name: log_data.pop(name) for name in JSON_FIELDS if name in log_data}
+        ordered.update(log_data)
+        log_data.clear()
+        log_data.update(ordered)
+
+
+def json_formatter() -> logging.Formatter:
+    return _JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger", "exc_info": "stack"},
+        timestamp=True,
+        json_ensure_ascii=False,
+    )
+
+
+def build_logger_provider(
+    settings: Settings,
+    resource: Resource,
+    meter_provider: MeterProvider | None,
+    extra_processors: Sequence[LogRecordProcessor] = (),
+) -> LoggerProvider:
+    provider = LoggerProvider(resource=resource)
+    for name in settings.logs_exporter:
+        exporter = otlp.log_exporter(settings, meter_provider) if name == "otlp" else ConsoleLogRecordExporter()
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter, meter_provider=meter_provider))
+    for processor in extra_processors:
+        provider.add_log_record_processor(processor)
+    return provider
+
+
+class _OtelKitStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the toolkit's stdout handler so a second ``init()`` replaces it instead of adding another."""
+
+
+class _OtelKitOtlpHandler(LoggingHandler):  # type: ignore[misc]
+    """Marks the toolkit's OTLP handler."""
+
+
+def install_handlers(
+    settings: Settings, service: str, provider: LoggerProvider | None, stream: IO[str] | None = None
+) -> list[logging.Handler]:
+    """Configure the root logger: JSON lines on stdout and, when logs are exported, the OTLP handler.
+
+    Plain stream handlers already on the root logger (as ``logging.basicConfig`` adds) are removed so lines are
+    not written twice; other handlers (files, test capture) are left alone.
+    """
+    root = logging.getLogger()
+    remove_handlers()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+            root.removeHandler(handler)
+    context_filter = TelemetryContextFilter(service)
+    handlers: list[logging.Handler] = []
+    if settings.log_stdout:
+        stdout = _OtelKitStreamHandler(stream or sys.stdout)
+        stdout.setFormatter(json_formatter())
+        handlers.append(stdout)
+    if provider is not None:
+        handlers.append(_OtelKitOtlpHandler(logger_provider=provider))
+    for handler in handlers:
+        handler.addFilter(context_filter)
+        root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    return handlers
+
+
+def remove_handlers() -> None:
+    """Take the toolkit's handlers off the root logger (``shutdown()`` and re-``init()`` use it)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, (_OtelKitStreamHandler, _OtelKitOtlpHandler)):
+            root.removeHandler(handler)

@@ -1,0 +1,201 @@
+"""``init()`` and ``shutdown()``: the one front door. Everything here is wiring; each concern has its module."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import propagate
+from opentelemetry import trace as trace_api
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from otel_kit._internal import logs, selfmetrics
+from otel_kit._internal.config import ConfigProblem, Settings, load_settings
+from otel_kit._internal.metrics import PrometheusEndpoint, build_meter_provider
+from otel_kit._internal.propagation import build_propagator, install_log_guards
+from otel_kit._internal.resource import build_resource
+from otel_kit._internal.tracing import build_tracer_provider
+
+__all__ = ["Handle", "current_handle", "init", "shutdown"]
+
+_log = logging.getLogger("otel_kit")
+_lock = threading.RLock()
+_handle: Handle | None = None
+_atexit_registered = False
+
+# Defaults the toolkit sets for the SDK and the contrib instrumentations (a value already set wins):
+_SDK_DEFAULTS = {
+    # count dropped and failed items in otel.sdk.* metrics
+    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
+    # stable HTTP semantic conventions: http.server.request.duration in seconds, http.request.method, ...
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+}
+
+
+@dataclass
+class Handle:
+    """What ``init()`` set up. ``problems`` lists every rejected setting; ``shutdown()`` flushes and stops."""
+
+    settings: Settings
+    problems: list[ConfigProblem]
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    prometheus: PrometheusEndpoint | None = None
+    service_name: str = "unknown_service"
+    instrumented: list[Any] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def prometheus_port(self) -> int | None:
+        """The port ``/metrics`` is served on, or None when the Prometheus endpoint is off."""
+        return self.prometheus.port if self.prometheus else None
+
+    def force_flush(self, timeout_ms: int | None = None) -> bool:
+        """Export everything buffered now; True when every signal finished within the time."""
+        timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
+        done = True
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is not None:
+                try:
+                    done = bool(provider.force_flush(timeout)) and done
+                except Exception:
+                    _log.debug("force_flush failed", exc_info=True)
+                    done = False
+        return done
+
+    def shutdown(self, timeout_ms: int | None = None) -> bool:
+        """Flush and stop, returning within ``timeout_ms`` (default ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``) in all cases.
+
+        Returns False when the time ran out; what was still buffered is then lost and a warning says so.
+        """
+        if self.closed:
+            return True
+        self.closed = True
+        timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
+        worker = threading.Thread(target=self._stop, args=(timeout,), name="otel-kit-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout / 1000)
+        if worker.is_alive():
+            _log.warning("telemetry shutdown did not finish within %d ms; unsent telemetry was dropped", timeout)
+            return False
+        return True
+
+    def _stop(self, timeout_ms: int) -> None:
+        for instrumentor in reversed(self.instrumented):
+            try:
+                instrumentor.uninstrument()
+            except Exception:
+                _log.debug("uninstrument failed", exc_info=True)
+        self.instrumented.clear()
+        self.force_flush(timeout_ms)
+        for provider in (self.tracer_provider, self.logger_provider):
+            if provider is not None:
+                provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown(timeout_millis=timeout_ms)
+        if self.prometheus is not None:
+            self.prometheus.close()
+        logs.remove_handlers()
+
+
+def current_handle() -> Handle | None:
+    """The handle of the running ``init()``, if any."""
+    return _handle if _handle is not None and not _handle.closed else None
+
+
+def init(
+    service_name: str | None = None,
+    *,
+    service_version: str | None = None,
+    environment: str | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    log_processors: Sequence[LogRecordProcessor] = (),
+    log_stream: IO[str] | None = None,
+    **overrides: Any,
+) -> Handle:
+    """Set up traces, metrics and JSON logs for this process; safe to call more than once.
+
+    Arguments fall back to variables: ``service_name`` to ``OTEL_SERVICE_NAME``, ``service_version`` to
+    ``OTEL_KIT_SERVICE_VERSION``, ``environment`` to ``OTEL_KIT_ENVIRONMENT``; ``overrides`` are ``Settings``
+    fields (``traces_exporter="none"``, ``sampler_arg=0.1``, ...) and win over their variables.
+    ``span_processors``, ``metric_readers`` and ``log_processors`` are added beside the configured exporters
+    (``otel_kit.testing`` uses them). JSON lines go to ``log_stream`` (default: standard output).
+
+    Never raises: a bad setting is logged once with the variable, its value and what is allowed, and its default
+    is used; a failure while wiring leaves the application running without telemetry.
+    """
+    global _handle, _atexit_registered
+    with _lock:
+        if _handle is not None and not _handle.closed:
+            return _handle
+        requested = dict(overrides, service_name=service_name, service_version=service_version)
+        requested["environment"] = environment
+        try:
+            _handle = _build(requested, span_processors, metric_readers, log_processors, log_stream)
+            if not _handle.settings.disabled:
+                from otel_kit.integrations import _auto_instrument
+
+                _auto_instrument()
+        except Exception:
+            _log.exception("otel_kit.init failed; the application continues without telemetry")
+            settings, problems = load_settings(requested)
+            _handle = Handle(settings=settings, problems=problems)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        return _handle
+
+
+def _build(
+    requested: dict[str, Any],
+    span_processors: Sequence[SpanProcessor],
+    metric_readers: Sequence[MetricReader],
+    log_processors: Sequence[LogRecordProcessor],
+    log_stream: IO[str] | None,
+) -> Handle:
+    settings, problems = load_settings(requested)
+    for name, value in _SDK_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    resource = build_resource(settings)
+    service = str(resource.attributes.get("service.name", "unknown_service"))
+    handle = Handle(settings=settings, problems=problems, service_name=service)
+
+    if not settings.disabled:
+        handle.meter_provider, handle.prometheus = build_meter_provider(settings, resource, metric_readers)
+        metrics_api.set_meter_provider(handle.meter_provider)
+        selfmetrics.register(handle.meter_provider.get_meter("otel_kit"))
+        handle.tracer_provider = build_tracer_provider(settings, resource, handle.meter_provider, span_processors)
+        trace_api.set_tracer_provider(handle.tracer_provider)
+        if settings.logs_exporter or log_processors:
+            handle.logger_provider = logs.build_logger_provider(
+                settings, resource, handle.meter_provider, log_processors
+            )
+            set_logger_provider(handle.logger_provider)
+        propagate.set_global_textmap(build_propagator())
+        install_log_guards()
+
+    logs.install_handlers(settings, service, handle.logger_provider, log_stream)
+    for problem in problems:
+        _log.warning(problem.message(), extra={"variable": problem.variable})
+    return handle
+
+
+def shutdown(timeout_ms: int | None = None) -> bool:
+    """Flush and stop the running ``init()`` within a bounded time (registered at exit). True when complete."""
+    with _lock:
+        handle = _handle
+    if handle is None:
+        return True
+    return handle.shutdown(timeout_ms)

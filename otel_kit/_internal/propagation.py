@@ -1,0 +1,172 @@
+"""Context propagation: W3C trace context and baggage, AWS X-Ray, and the correlation id, hardened.
+
+``build_propagator()`` is installed as the global propagator by ``init()``, so every instrumentation (HTTP
+servers and clients, RabbitMQ, botocore) reads and writes the same four kinds of header:
+
+========================  ===========================================================
+``traceparent``           W3C trace context (wins over X-Ray when both are valid)
+``baggage``               W3C baggage, carries ``correlation_id``
+``X-Amzn-Trace-Id``       AWS X-Ray, so a request crossing X-Ray-instrumented code stays one trace
+``X-Correlation-ID``      the correlation id (``X-Request-ID`` is accepted on the way in)
+========================  ===========================================================
+
+Hostile input is contained: an exception inside any propagator is caught, a malformed header is ignored (a
+fresh trace or id starts) and counted in ``otel_kit.propagation.rejected``, and raw header values are kept out of
+the SDK's own warning messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from opentelemetry import baggage, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.aws import AwsXRayPropagator
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from otel_kit._internal import correlation
+from otel_kit._internal.selfmetrics import COUNTS, PROPAGATION_REJECTED
+
+__all__ = ["CorrelationPropagator", "HardenedPropagator", "build_propagator", "install_log_guards"]
+
+_log = logging.getLogger("otel_kit.propagation")
+
+
+def _first(getter: Getter[CarrierT], carrier: CarrierT, *names: str) -> str | None:
+    """The first value of the first header present, trying each spelling (dict carriers are case-sensitive)."""
+    for name in names:
+        for spelling in (name, name.lower()):
+            try:
+                values = getter.get(carrier, spelling)
+            except Exception:  # a hostile carrier object must not break extraction
+                return None
+            if values:
+                value = values[0] if isinstance(values, (list, tuple)) else values
+                return value if isinstance(value, str) else str(value)
+    return None
+
+
+class CorrelationPropagator(TextMapPropagator):
+    """Carries the correlation id in ``X-Correlation-ID``; on extract, guarantees the context has one.
+
+    Order of preference on the way in: ``X-Correlation-ID``, ``X-Request-ID``, the ``correlation_id`` baggage
+    entry, then a fresh id. A header that is present but malformed is counted and replaced.
+    """
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        for header in (correlation.HEADER, correlation.REQUEST_ID_HEADER):
+            raw = _first(getter, carrier, header)
+            if raw is None:
+                continue
+            cid = correlation.valid_correlation_id(raw)
+            if cid is not None:
+                return correlation.with_correlation_id(cid, context)
+            COUNTS.add(PROPAGATION_REJECTED, header.lower())
+        if baggage.get_baggage(correlation.BAGGAGE_KEY, context) is not None and (
+            correlation.get_correlation_id(context) is None
+        ):
+            COUNTS.add(PROPAGATION_REJECTED, "baggage")
+        return correlation.ensure_correlation_id(context)
+
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        cid = correlation.get_correlation_id(context)
+        if cid is not None:
+            setter.set(carrier, correlation.HEADER, cid)
+
+    @property
+    def fields(self) -> set[str]:
+        return {correlation.HEADER, correlation.REQUEST_ID_HEADER}
+
+
+def _span_context(ctx: Context | None) -> trace.SpanContext:
+    return trace.get_current_span(ctx).get_span_context()
+
+
+class HardenedPropagator(TextMapPropagator):
+    """Runs propagators in order like ``CompositePropagator``, but no exception escapes and rejects are counted.
+
+    For a trace-context propagator whose header is present but which left the span context unchanged, the
+    header was malformed: it is counted under its header name.
+    """
+
+    def __init__(self, propagators: Iterable[tuple[TextMapPropagator, str | None]]) -> None:
+        self._propagators = list(propagators)
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        ctx = context if context is not None else Context()
+        for propagator, trace_header in self._propagators:
+            before = _span_context(ctx) if trace_header else None
+            try:
+                ctx = propagator.extract(carrier, ctx, getter=getter)
+            except Exception:
+                COUNTS.add(PROPAGATION_REJECTED, trace_header or type(propagator).__name__)
+                continue
+            if trace_header and _span_context(ctx) == before and _first(getter, carrier, trace_header):
+                COUNTS.add(PROPAGATION_REJECTED, trace_header.lower())
+        return ctx
+
+    def inject(
+        self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter
+    ) -> None:
+        for propagator, _ in self._propagators:
+            try:
+                propagator.inject(carrier, context, setter=setter)
+            except Exception:
+                _log.debug("propagator %s failed to inject", type(propagator).__name__)
+
+    @property
+    def fields(self) -> set[str]:
+        names: set[str] = set()
+        for propagator, _ in self._propagators:
+            names |= propagator.fields
+        return names
+
+
+def build_propagator() -> HardenedPropagator:
+    """X-Ray first so that a valid ``traceparent`` wins, then baggage, then the correlation id."""
+    return HardenedPropagator(
+        [
+            (AwsXRayPropagator(), "X-Amzn-Trace-Id"),
+            (TraceContextTextMapPropagator(), "traceparent"),
+            (W3CBaggagePropagator(), None),
+            (CorrelationPropagator(), None),
+        ]
+    )
+
+
+class _NoRawHeaderValues(logging.Filter):
+    """Rewrites the SDK's propagation warnings so a header's raw value never reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "baggage" in record.name:  # malformed X-Ray headers are counted by HardenedPropagator
+            COUNTS.add(PROPAGATION_REJECTED, "baggage")
+        record.msg = "ignored a malformed or oversized %s header entry"
+        record.args = ("baggage" if "baggage" in record.name else "X-Amzn-Trace-Id",)
+        return record.levelno >= logging.WARNING
+
+
+_GUARDED_LOGGERS = ("opentelemetry.baggage.propagation", "opentelemetry.propagators.aws.aws_xray_propagator")
+
+
+def install_log_guards() -> None:
+    """Attach the raw-value filter to the SDK loggers that would otherwise echo header contents."""
+    for name in _GUARDED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoRawHeaderValues) for f in logger.filters):
+            logger.addFilter(_NoRawHeaderValues())

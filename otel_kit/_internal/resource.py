@@ -1,0 +1,50 @@
+"""The Resource: who is sending. Precedence: ``init()`` arguments, then ``OTEL_SERVICE_NAME`` and the
+``OTEL_KIT_*`` settings, then ``OTEL_RESOURCE_ATTRIBUTES``, then SDK defaults.
+
+Only cheap, local detection is done: host name, process id, and the Lambda function when running in Lambda. No
+cloud metadata endpoint is called (it can block start-up for seconds off-cloud), and the process command line
+is not recorded (it often holds secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from opentelemetry.sdk.resources import Resource
+
+from otel_kit._internal.config import Settings
+
+__all__ = ["DISTRO_NAME", "build_resource"]
+
+DISTRO_NAME = "otel-kit"
+
+
+def _distro_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-kit")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_resource(settings: Settings) -> Resource:
+    attributes: dict[str, str | int] = {
+        "telemetry.distro.name": DISTRO_NAME,
+        "telemetry.distro.version": _distro_version(),
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    if settings.service_name:
+        attributes["service.name"] = settings.service_name
+    if settings.service_version:
+        attributes["service.version"] = settings.service_version
+    if settings.environment:
+        attributes["deployment.environment.name"] = settings.environment
+    resource = Resource.create(attributes)
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        from opentelemetry.sdk.extension.aws.resource import AwsLambdaResourceDetector
+
+        resource = AwsLambdaResourceDetector().detect().merge(resource)
+    return resource

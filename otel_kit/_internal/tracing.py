@@ -1,0 +1,119 @@
+"""Tracing: the TracerProvider, its sampler and X-Ray-compatible ids, and the processors ``init()`` installs.
+
+Processors run in this order on every span:
+
+1. ``CorrelationSpanProcessor`` stamps ``correlation_id`` on the span when it starts;
+2. ``ErrorLogSpanProcessor`` writes one ERROR log line, with the stack, for a span that ends in error;
+3. a ``BatchSpanProcessor`` per exporter (bounded queue, background export: a dead collector never blocks).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+
+from otel_kit._internal import correlation, otlp
+from otel_kit._internal.config import Settings
+
+__all__ = ["CorrelationSpanProcessor", "ErrorLogSpanProcessor", "build_sampler", "build_tracer_provider"]
+
+CORRELATION_ATTRIBUTE = "correlation_id"
+
+
+def build_sampler(settings: Settings) -> sampling.Sampler:
+    """The head sampler named by ``OTEL_TRACES_SAMPLER`` with the ratio from ``OTEL_TRACES_SAMPLER_ARG``."""
+    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
+    root: sampling.Sampler = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": sampling.ParentBased(ratio),
+    }[settings.sampler]
+    return root
+
+
+class CorrelationSpanProcessor(SpanProcessor):
+    """Sets the ``correlation_id`` attribute on each span from the baggage of its parent context."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        cid = correlation.get_correlation_id(parent_context)
+        if cid is not None:
+            span.set_attribute(CORRELATION_ATTRIBUTE, cid)
+
+
+class ErrorLogSpanProcessor(SpanProcessor):
+    """Logs a span's error once: at the innermost span that recorded it, with the recorded stack.
+
+    An exception that propagates through nested spans is recorded on each of them; the (trace, type, message)
+    key of the last 1024 errors is remembered so only the first span to end logs it. Cost: nothing for spans
+    that end without error.
+    """
+
+    def __init__(self, logger_name: str = "otel_kit.errors", remember: int = 1024) -> None:
+        self._log = logging.getLogger(logger_name)
+        self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
+        self._remember = remember
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.status.status_code is not StatusCode.ERROR or span.context is None:
+            return
+        event = next((e for e in reversed(span.events) if e.name == "exception"), None)
+        if event is None or event.attributes is None:
+            return
+        exc_type = str(event.attributes.get("exception.type", ""))
+        exc_message = str(event.attributes.get("exception.message", ""))
+        key = (span.context.trace_id, exc_type, exc_message)
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen[key] = None
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        attributes = span.attributes or {}
+        cid = attributes.get(CORRELATION_ATTRIBUTE)
+        self._log.error(
+            "%s failed: %s: %s",
+            span.name,
+            exc_type,
+            exc_message,
+            extra={
+                "trace_id": format_trace_id(span.context.trace_id),
+                "span_id": format_span_id(span.context.span_id),
+                "correlation_id": cid if isinstance(cid, str) else None,
+                "error.type": exc_type,
+                "stack": str(event.attributes.get("exception.stacktrace", "")),
+            },
+        )
+
+
+def build_tracer_provider(
+    settings: Settings,
+    resource: Resource,
+    meter_provider: MeterProvider | None,
+    extra_processors: Sequence[SpanProcessor] = (),
+) -> TracerProvider:
+    """A provider with X-Ray-compatible ids, the configured sampler, and one batch processor per exporter."""
+    provider = TracerProvider(resource=resource, sampler=build_sampler(settings), id_generator=AwsXRayIdGenerator())
+    provider.add_span_processor(CorrelationSpanProcessor())
+    provider.add_span_processor(ErrorLogSpanProcessor())
+    for name in settings.traces_exporter:
+        exporter: SpanExporter = (
+            otlp.span_exporter(settings, meter_provider) if name == "otlp" else ConsoleSpanExporter()
+        )
+        provider.add_span_processor(BatchSpanProcessor(exporter, meter_provider=meter_provider))
+    for processor in extra_processors:
+        provider.add_span_processor(processor)
+    return provider

@@ -1,0 +1,189 @@
+"""Integrations: one ``instrument_<lib>()`` per library, each importing its dependency only when called.
+
+Clients (requests, httpx, pika, aio-pika, botocore) are instrumented by ``init()`` when their library is
+installed, unless named in the standard ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Servers need the application
+object: call ``instrument_fastapi(app)``, ``instrument_flask(app)``, or wrap any ASGI/WSGI app with
+``instrument_asgi``/``instrument_wsgi``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any, TypeVar
+
+from otel_kit.integrations.http_server import CorrelationASGIMiddleware, CorrelationWSGIMiddleware
+
+__all__ = [
+    "MissingDependencyError",
+    "instrument_aio_pika",
+    "instrument_asgi",
+    "instrument_botocore",
+    "instrument_fastapi",
+    "instrument_flask",
+    "instrument_httpx",
+    "instrument_pika",
+    "instrument_requests",
+    "instrument_wsgi",
+]
+
+_log = logging.getLogger("otel_kit.integrations")
+A = TypeVar("A")
+
+
+class MissingDependencyError(ImportError):
+    """An integration was asked for but its packages are not installed; the message says what to install."""
+
+
+def _require(module: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"otel_kit needs the '{module}' package for this integration: pip install 'otel-kit[{extra}]'"
+        )
+
+
+def _providers() -> dict[str, Any]:
+    from otel_kit._internal.main import current_handle
+
+    handle = current_handle()
+    if handle is None:
+        return {}
+    return {"tracer_provider": handle.tracer_provider, "meter_provider": handle.meter_provider}
+
+
+def _remember(instrumentor: Any) -> None:
+    from otel_kit._internal.main import current_handle
+
+    handle = current_handle()
+    if handle is not None:
+        handle.instrumented.append(instrumentor)
+
+
+# --- servers ---------------------------------------------------------------------------------------------------
+
+
+def instrument_fastapi(app: A, **kwargs: Any) -> A:
+    """Trace and measure a FastAPI app (contrib instrumentation) and give each request a correlation id.
+
+    ``kwargs`` go to ``FastAPIInstrumentor.instrument_app`` (``excluded_urls``, hooks, ...). Returns ``app``.
+    """
+    _require("opentelemetry.instrumentation.fastapi", "fastapi")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    if getattr(app, "_otel_kit_instrumented", False):
+        return app
+    FastAPIInstrumentor.instrument_app(app, **{**_providers(), **kwargs})
+    inner = app.build_middleware_stack  # type: ignore[attr-defined]
+
+    def build_middleware_stack() -> Any:
+        return CorrelationASGIMiddleware(inner())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[attr-defined]
+    app.middleware_stack = None  # type: ignore[attr-defined]  # rebuilt on first request
+    app._otel_kit_instrumented = True  # type: ignore[attr-defined]
+    return app
+
+
+def instrument_flask(app: A, **kwargs: Any) -> A:
+    """Trace and measure a Flask app (contrib instrumentation) and give each request a correlation id."""
+    _require("opentelemetry.instrumentation.flask", "flask")
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    if getattr(app, "_otel_kit_instrumented", False):
+        return app
+    FlaskInstrumentor.instrument_app(app, **{**_providers(), **kwargs})
+    app.wsgi_app = CorrelationWSGIMiddleware(app.wsgi_app)  # type: ignore[attr-defined]
+    app._otel_kit_instrumented = True  # type: ignore[attr-defined]
+    return app
+
+
+def instrument_asgi(app: Any) -> Any:
+    """Wrap any ASGI app: server spans and metrics (contrib ``OpenTelemetryMiddleware``) plus correlation ids."""
+    _require("opentelemetry.instrumentation.asgi", "fastapi")
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return CorrelationASGIMiddleware(OpenTelemetryMiddleware(app, **_providers()))
+
+
+def instrument_wsgi(app: Any) -> Any:
+    """Wrap any WSGI app: server spans and metrics (contrib ``OpenTelemetryMiddleware``) plus correlation ids."""
+    _require("opentelemetry.instrumentation.wsgi", "flask")
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    return CorrelationWSGIMiddleware(OpenTelemetryMiddleware(app, **_providers()))
+
+
+# --- clients ---------------------------------------------------------------------------------------------------
+
+
+def _contrib(module: str, cls: str, extra: str) -> Any:
+    _require(module, extra)
+    instrumentor = getattr(importlib.import_module(module), cls)()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(**_providers())
+        _remember(instrumentor)
+    return instrumentor
+
+
+def instrument_requests() -> Any:
+    """Client spans, metrics and context headers (trace, baggage, X-Ray, correlation id) for ``requests``."""
+    return _contrib("opentelemetry.instrumentation.requests", "RequestsInstrumentor", "requests")
+
+
+def instrument_httpx() -> Any:
+    """Client spans, metrics and context headers for ``httpx`` (sync and async clients)."""
+    return _contrib("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor", "httpx")
+
+
+def instrument_botocore() -> Any:
+    """Client spans for AWS calls through botocore/boto3, with the X-Ray header on each request."""
+    return _contrib("opentelemetry.instrumentation.botocore", "BotocoreInstrumentor", "aws")
+
+
+def instrument_pika() -> Any:
+    """Producer and consumer spans, with context in message headers, for pika's ``BlockingChannel``."""
+    _require("pika", "pika")
+    from otel_kit.integrations.rabbitmq import PikaInstrumentation
+
+    instrumentation = PikaInstrumentation().instrument()
+    _remember(instrumentation)
+    return instrumentation
+
+
+def instrument_aio_pika() -> Any:
+    """Producer and consumer spans, with context in message headers, for aio-pika."""
+    _require("aio_pika", "aio-pika")
+    from otel_kit.integrations.rabbitmq import AioPikaInstrumentation
+
+    instrumentation = AioPikaInstrumentation().instrument()
+    _remember(instrumentation)
+    return instrumentation
+
+
+# name in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS -> (module that must be importable, instrument function)
+_AUTO = {
+    "requests": ("requests", instrument_requests),
+    "httpx": ("httpx", instrument_httpx),
+    "botocore": ("botocore", instrument_botocore),
+    "pika": ("pika", instrument_pika),
+    "aio-pika": ("aio_pika", instrument_aio_pika),
+}
+
+
+def _auto_instrument() -> None:
+    """Instrument every installed client library not disabled; a failure is logged and skipped."""
+    disabled = {
+        n.strip().lower().replace("_", "-")
+        for n in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")
+        if n.strip()
+    }
+    for name, (module, instrument) in _AUTO.items():
+        if name in disabled or importlib.util.find_spec(module) is None:
+            continue
+        try:
+            instrument()
+        except MissingDependencyError as err:
+            _log.info("not instrumenting %s: %s", name, err)
+        except Exception:
+            _log.warning("could not instrument %s; continuing without it", name, exc_info=True)

@@ -1,0 +1,88 @@
+"""``@lambda_handler``: a span per AWS Lambda invocation, flushed before the handler returns.
+
+The parent is taken from the event's HTTP headers (API Gateway: ``traceparent``, ``X-Amzn-Trace-Id``) when
+present, else from the ``_X_AMZN_TRACE_ID`` variable the Lambda runtime sets for each invocation. The span
+carries ``faas.invocation_id`` (the request id), ``faas.coldstart``, ``faas.name`` and ``cloud.resource_id``; the
+correlation id comes from the event's headers or is fresh, and is echoed in an API Gateway response's headers.
+Telemetry is flushed before returning, because a frozen Lambda sandbox may never run again.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import SpanKind
+
+from otel_kit._internal import correlation
+
+__all__ = ["lambda_handler"]
+
+H = TypeVar("H", bound=Callable[..., Any])
+_cold_start = True
+
+
+def _carrier(event: Any) -> dict[str, str]:
+    """Headers to extract from: the event's HTTP headers, with the runtime's X-Ray header as a fallback."""
+    carrier: dict[str, str] = {}
+    trace_env = os.environ.get("_X_AMZN_TRACE_ID")
+    if trace_env:
+        carrier["x-amzn-trace-id"] = trace_env
+    headers = event.get("headers") if isinstance(event, Mapping) else None
+    if isinstance(headers, Mapping):
+        carrier.update({str(k).lower(): v for k, v in headers.items() if isinstance(v, str)})
+    return carrier
+
+
+def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) -> Any:
+    """Decorate a Lambda handler ``(event, context)``; use as ``@lambda_handler`` or ``@lambda_handler(...)``."""
+
+    def decorate(fn: H) -> H:
+        @functools.wraps(fn)
+        def wrapper(event: Any, lambda_context: Any) -> Any:
+            global _cold_start
+            cold, _cold_start = _cold_start, False
+            carrier = _carrier(event)
+            ctx = propagate.extract(carrier)
+            is_http = isinstance(event, Mapping) and isinstance(event.get("headers"), Mapping)
+            attrs: dict[str, Any] = {
+                "faas.trigger": "http" if is_http else "other",
+                "faas.coldstart": cold,
+                "faas.invocation_id": str(getattr(lambda_context, "aws_request_id", "")),
+                "faas.name": str(getattr(lambda_context, "function_name", os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""))),
+            }
+            arn = getattr(lambda_context, "invoked_function_arn", None)
+            if arn:
+                attrs["cloud.resource_id"] = str(arn)
+            token = context.attach(ctx)
+            try:
+                tracer = trace.get_tracer("otel_kit.lambda")
+                with tracer.start_as_current_span(
+                    str(attrs["faas.name"] or fn.__name__), kind=SpanKind.SERVER, attributes=attrs
+                ):
+                    result = fn(event, lambda_context)
+                if is_http and isinstance(result, dict):
+                    headers = result.setdefault("headers", {})
+                    if isinstance(headers, dict):
+                        headers[correlation.HEADER] = correlation.get_correlation_id() or ""
+                return result
+            finally:
+                context.detach(token)
+                _flush(flush_timeout_ms)
+
+        return wrapper  # type: ignore[return-value]
+
+    if handler is not None:
+        return decorate(handler)
+    return decorate
+
+
+def _flush(timeout_ms: int) -> None:
+    from otel_kit._internal.main import current_handle
+
+    handle = current_handle()
+    if handle is not None:
+        handle.force_flush(timeout_ms)

@@ -107,19 +107,24 @@ class RabbitMQ:
         self._base = Path(tempfile.mkdtemp(prefix="otel-kit-rabbitmq-"))
 
     def __enter__(self) -> RabbitMQ:
-        server = shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server"
+        # the script itself, not the /usr/sbin wrapper that switches to the rabbitmq user
+        server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
         if not Path(server).exists():
             raise ServerError("rabbitmq-server is not installed (Debian package rabbitmq-server); run ./run setup")
         epmd_port, dist_port = free_port(), free_port()
         (self._base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n")
         (self._base / "enabled_plugins").write_text("[].\n")
+        for sub in ("mnesia", "log"):
+            (self._base / sub).mkdir(exist_ok=True)
         env = {
             "HOME": str(self._base),
             "ERL_EPMD_PORT": str(epmd_port),
             "ERL_EPMD_ADDRESS": LOOPBACK,
             "RABBITMQ_BASE": str(self._base),
             "RABBITMQ_CONFIG_FILE": str(self._base / "rabbitmq"),
+            "RABBITMQ_HOME": str(self._base),
             "RABBITMQ_MNESIA_BASE": str(self._base / "mnesia"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(self._base / "feature_flags"),
             "RABBITMQ_LOG_BASE": str(self._base / "log"),
             "RABBITMQ_PID_FILE": str(self._base / "rabbit.pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._base / "enabled_plugins"),
@@ -213,3 +218,41 @@ class OtlpReceiver:
         if self._proc is not None:
             self._proc.stop(grace=5)
             self._proc = None
+
+
+@contextlib.contextmanager
+def serve_asgi(app: object, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yields its base URL; stops on exit."""
+    import threading
+
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_config=None, lifespan="off"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 20, "uvicorn to start")
+        if not server.started:
+            raise ServerError(f"uvicorn did not start on port {port}")
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def serve_wsgi(app: object, port: int | None = None) -> Iterator[str]:
+    """Serve a WSGI app with werkzeug's threaded server on 127.0.0.1; yields its base URL; stops on exit."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server(LOOPBACK, port or free_port(), app, threaded=True)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, name=f"werkzeug-{server.port}", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(10)

@@ -40,6 +40,7 @@ class ConfigProblem:
         return f"{self.variable}={shown!r} is not valid: allowed {self.allowed}; using {self.used} instead"
 
 
+
 # --- parsers: str -> value, raising _Invalid with the allowed values -------------------------------------------
 
 _EXPORTERS_TRACES = ("otlp", "console", "none")

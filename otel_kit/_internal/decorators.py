@@ -38,13 +38,14 @@ def traced(
 ) -> Any:
     """Trace each call of the decorated function (``@traced`` or ``@traced(name=..., attributes=...)``).
 
-    The span is named after the function's qualified name unless ``name`` is given. An exception is recorded on
+    The span is named after the function's qualified name (``Class.method``; the enclosing function of a
+    nested one is left out) unless ``name`` is given. An exception is recorded on
     the span, the status set to ERROR, and the exception re-raised as it was. Works for ``async def`` too; the
     span then covers the awaited body. Cost: one span per call (a no-op span when tracing is off).
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        span_name = name or fn.__qualname__
+        span_name = name or fn.__qualname__.rsplit("<locals>.", 1)[-1]
         attrs = dict(attributes or {})
         attrs.setdefault("code.function.name", f"{fn.__module__}.{fn.__qualname__}")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 
 from otel_kit._internal import otlp
-from otel_kit._internal.config import Settings
+from otel_kit._internal.config import ConfigProblem, Settings
 from otel_kit._internal.selfmetrics import COUNTS, SERIES_OVERFLOW
 
 __all__ = [
@@ -42,8 +41,6 @@ __all__ = [
     "PrometheusEndpoint",
     "build_meter_provider",
 ]
-
-_log = logging.getLogger("otel_kit.metrics")
 
 HTTP_SERVER_DURATION = "http.server.request.duration"
 HTTP_CLIENT_DURATION = "http.client.request.duration"
@@ -134,8 +131,12 @@ def build_meter_provider(
     settings: Settings,
     resource: Resource,
     extra_readers: Sequence[MetricReader] = (),
+    problems: list[ConfigProblem] | None = None,
 ) -> tuple[MeterProvider, PrometheusEndpoint | None]:
-    """The provider with one reader per configured exporter; a port that cannot be bound is reported, not fatal."""
+    """The provider with one reader per configured exporter.
+
+    A Prometheus port that cannot be bound is appended to ``problems`` (and the endpoint left off), not raised.
+    """
     _guard_series(settings.series_limit)
     readers: list[MetricReader] = []
     endpoint: PrometheusEndpoint | None = None
@@ -148,13 +149,15 @@ def build_meter_provider(
             try:
                 endpoint = PrometheusEndpoint(settings.prometheus_host, settings.prometheus_port)
             except OSError as err:
-                _log.warning(
-                    "Prometheus /metrics endpoint not started: cannot listen on %s:%s (%s); "
-                    "set OTEL_EXPORTER_PROMETHEUS_PORT to a free port",
-                    settings.prometheus_host,
-                    settings.prometheus_port,
-                    err.strerror or err,
-                )
+                if problems is not None:
+                    problems.append(
+                        ConfigProblem(
+                            "OTEL_EXPORTER_PROMETHEUS_PORT",
+                            str(settings.prometheus_port),
+                            f"a port free on {settings.prometheus_host} ({err.strerror or err})",
+                            "no /metrics endpoint",
+                        )
+                    )
             else:
                 readers.append(endpoint.reader)
     readers.extend(extra_readers)

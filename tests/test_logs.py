@@ -1,0 +1,130 @@
+"""JSON log lines: the fields a user greps for, joined to the trace, and errors logged once with their stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from opentelemetry.trace import format_span_id, format_trace_id
+
+import otel_kit
+from otel_kit import testing
+from otel_kit._internal.logs import JSON_FIELDS
+
+log = logging.getLogger("app")
+
+
+def test_every_line_has_the_documented_fields_in_order(tel: testing.Capture) -> None:
+    log.info("outside any span")
+    with otel_kit.correlation_scope("c-1"):
+        otel_kit.traced(lambda: log.warning("inside", extra={"order_id": 7}))()
+    outside, inside = [line for line in tel.log_lines() if line["logger"] == "app"]
+    assert list(outside)[: len(JSON_FIELDS)] == list(JSON_FIELDS)
+    assert outside["trace_id"] is None and outside["correlation_id"] is None
+    assert outside["timestamp"].endswith("+00:00")
+    span = tel.spans()[0]
+    assert inside["level"] == "WARNING"
+    assert inside["service"] == "test-service"
+    assert inside["trace_id"] == format_trace_id(span.context.trace_id)
+    assert inside["span_id"] == format_span_id(span.context.span_id)
+    assert inside["correlation_id"] == "c-1"
+    assert inside["order_id"] == 7
+
+
+def test_trace_ids_are_valid_xray_ids(tel: testing.Capture) -> None:
+    otel_kit.traced(lambda: log.info("x"))()
+    line = next(line for line in tel.log_lines() if line["logger"] == "app")
+    version, epoch, unique = line["xray_trace_id"].split("-")
+    assert version == "1" and len(epoch) == 8 and len(unique) == 24
+    start = tel.spans()[0].start_time // 1_000_000_000
+    assert abs(int(epoch, 16) - start) <= 1  # X-Ray rejects ids whose time part is off by more than 30 days
+
+
+def test_newlines_and_control_characters_cannot_forge_a_line(tel: testing.Capture) -> None:
+    forged = 'paid\n{"level": "INFO", "message": "refund approved"}\r\x1b[2J'
+    log.info("user said %s", forged)
+    text = tel.stream.getvalue()
+    assert text.count("\n") == len(tel.log_lines())
+    lines = tel.log_lines()
+    assert [line["message"] for line in lines if line["logger"] == "app"] == [f"user said {forged}"]
+    assert not any(line.get("message") == "refund approved" for line in lines)
+
+
+def test_error_raised_through_nested_spans_is_logged_once_with_stack(tel: testing.Capture) -> None:
+    @otel_kit.traced
+    def charge() -> None:
+        raise RuntimeError("card declined")
+
+    @otel_kit.traced
+    def pay() -> None:
+        charge()
+
+    @otel_kit.traced
+    def place_order() -> None:
+        pay()
+
+    with pytest.raises(RuntimeError):
+        place_order()
+    errors = [line for line in tel.log_lines() if line["level"] == "ERROR"]
+    assert len(errors) == 1
+    error = errors[0]
+    assert error["message"] == "charge failed: RuntimeError: card declined"
+    assert "raise RuntimeError" in error["stack"]
+    assert "Traceback" in error["stack"]
+    charge_span = next(s for s in tel.spans() if s.name.endswith("charge"))
+    assert error["span_id"] == format_span_id(charge_span.context.span_id)
+    assert all(s.status.status_code.name == "ERROR" for s in tel.spans())
+
+
+def test_two_separate_failures_are_each_logged(tel: testing.Capture) -> None:
+    @otel_kit.traced
+    def job(n: int) -> None:
+        raise ValueError(f"bad input {n}")
+
+    for n in range(2):
+        with pytest.raises(ValueError):
+            job(n)
+    assert [line["message"] for line in tel.log_lines() if line["level"] == "ERROR"] == [
+        "job failed: ValueError: bad input 0",
+        "job failed: ValueError: bad input 1",
+    ]
+
+
+def test_logger_exception_keeps_the_stack_in_the_stack_field(tel: testing.Capture) -> None:
+    try:
+        raise KeyError("sku")
+    except KeyError:
+        log.exception("lookup failed")
+    line = next(line for line in tel.log_lines() if line["message"] == "lookup failed")
+    assert "KeyError: 'sku'" in line["stack"]
+
+
+def test_log_records_are_also_exported_over_otlp_with_trace_context(tel: testing.Capture) -> None:
+    with otel_kit.correlation_scope("c-otlp"):
+        otel_kit.traced(lambda: log.info("exported"))()
+    record = next(r for r in tel.log_records() if r.log_record.body == "exported")
+    span = tel.spans()[0]
+    assert record.log_record.trace_id == span.context.trace_id
+    assert record.log_record.attributes is not None
+    assert record.log_record.attributes["correlation_id"] == "c-otlp"
+    assert record.resource.attributes["service.name"] == "test-service"
+
+
+def test_async_traced_function_and_concurrent_tasks_keep_their_own_ids(tel: testing.Capture) -> None:
+    @otel_kit.traced
+    async def handle(n: int) -> str | None:
+        with otel_kit.correlation_scope(f"req-{n}"):
+            await asyncio.sleep(0)  # yield to the other tasks
+            log.info("handled %d", n)
+            return otel_kit.get_correlation_id()
+
+    async def main() -> list[str | None]:
+        return list(await asyncio.gather(*(handle(n) for n in range(5))))
+
+    assert asyncio.run(main()) == [f"req-{n}" for n in range(5)]
+    for line in tel.log_lines():
+        if line["logger"] == "app":
+            n = int(line["message"].split()[-1])
+            assert line["correlation_id"] == f"req-{n}"
+    assert len({s.context.trace_id for s in tel.spans()}) == 5

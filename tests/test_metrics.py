@@ -1,0 +1,94 @@
+"""Metrics: semantic-convention HTTP histograms, bounded cardinality, the Prometheus pull endpoint."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
+
+from demo_services.stack.servers import free_port
+from otel_kit import testing
+from otel_kit._internal.metrics import HTTP_DURATION_ATTRIBUTES, HTTP_DURATION_BUCKETS, OVERFLOW_ATTRIBUTE
+from otel_kit._internal.selfmetrics import COUNTS, SERIES_OVERFLOW
+from tests.asgi import call, ping_app
+
+
+def test_server_duration_histogram_has_semconv_name_buckets_and_only_allowed_attributes(
+    tel: testing.Capture,
+) -> None:
+    app = ping_app()
+    for _ in range(3):
+        assert call(app, [(b"user-agent", b"test"), (b"x-user-id", b"u-1")])[0] == 200
+    metric = tel.metrics()["http.server.request.duration"]
+    assert metric.unit == "s"
+    points = list(metric.data.data_points)
+    assert len(points) == 1
+    point = points[0]
+    assert isinstance(point, HistogramDataPoint)
+    assert point.count == 3
+    assert tuple(point.explicit_bounds) == HTTP_DURATION_BUCKETS
+    assert set(point.attributes) <= HTTP_DURATION_ATTRIBUTES
+    assert point.attributes["http.route"] == "/ping"
+    assert point.attributes["http.request.method"] == "GET"
+    assert point.attributes["http.response.status_code"] == 200
+
+
+def test_series_beyond_the_limit_fold_into_one_overflow_series_and_are_counted() -> None:
+    with testing.capture("svc", series_limit=10) as tel:
+        counter = metrics.get_meter("shop").create_counter("shop.orders")
+        for user in range(50):
+            counter.add(1, {"user.id": str(user)})
+        points = list(tel.metrics()["shop.orders"].data.data_points)
+    assert len(points) == 10
+    overflow = [p for p in points if p.attributes.get(OVERFLOW_ATTRIBUTE) is True]
+    assert len(overflow) == 1 and overflow[0].value == 41
+    assert sum(p.value for p in points) == 50  # nothing lost, only folded
+    assert COUNTS.get(SERIES_OVERFLOW, "shop.orders") == 0  # reset() cleared it after the block...
+
+
+def test_overflow_count_is_exported_as_a_metric() -> None:
+    with testing.capture("svc", series_limit=10) as tel:
+        counter = metrics.get_meter("shop").create_counter("shop.views")
+        for page in range(25):
+            counter.add(1, {"page": str(page)})
+        exported = tel.metrics()["otel_kit.metric.series_overflow"]
+        values = {p.attributes["metric"]: p.value for p in exported.data.data_points}
+    assert values == {"shop.views": 16}
+
+
+def test_existing_series_keep_counting_after_the_limit_is_reached() -> None:
+    with testing.capture("svc", series_limit=10) as tel:
+        counter = metrics.get_meter("shop").create_counter("shop.carts")
+        for n in range(30):
+            counter.add(1, {"n": str(n % 12)})
+        points = {p.attributes.get("n"): p.value for p in tel.metrics()["shop.carts"].data.data_points}
+    # the first 9 attribute sets each got their own series for every hit
+    assert all(points[str(n)] == (3 if n < 6 else 2) for n in range(9))
+
+
+@pytest.mark.e2e
+def test_prometheus_endpoint_serves_metrics_for_scraping() -> None:
+    port = free_port()
+    with testing.capture("scraped", metrics_exporter="prometheus", prometheus_host="127.0.0.1", prometheus_port=port):
+        metrics.get_meter("shop").create_counter("shop.orders.placed", unit="{order}").add(3, {"channel": "web"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    assert 'shop_orders_placed_total{channel="web"' in body
+    assert 'target_info{' in body and 'service_name="scraped"' in body
+
+
+def test_busy_prometheus_port_is_reported_and_the_app_still_starts() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with testing.capture("svc", metrics_exporter="prometheus", prometheus_host="127.0.0.1", prometheus_port=port) as tel:
+            assert tel.handle.prometheus_port is None
+            assert tel.handle.tracer_provider is not None
+    assert any(
+        "OTEL_EXPORTER_PROMETHEUS_PORT" in line["message"] for line in tel.log_lines() if line["level"] == "WARNING"
+    )

@@ -93,7 +93,7 @@ def capture(service_name: str = "test-service", **overrides: Any) -> Iterator[Ca
     reset()
     spans = InMemorySpanExporter()
     reader = InMemoryMetricReader()
-    logs = InMemoryLogRecordExporter()
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # untyped upstream
     stream = io.StringIO()
     settings: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
     settings.update(overrides)

@@ -23,8 +23,7 @@ def ping_app() -> Any:
     return otel_kit.instrument_fastapi(app)
 
 
-def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping"
-) -> tuple[int, dict[bytes, bytes]]:
+def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> tuple[int, dict[bytes, bytes]]:
     """Send one GET through the ASGI app; return status and response headers."""
     sent: list[dict[str, Any]] = []
 
@@ -51,5 +50,3 @@ def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping"
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], dict(start["headers"])
-
-

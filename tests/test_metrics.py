@@ -76,7 +76,7 @@ def test_prometheus_endpoint_serves_metrics_for_scraping() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             body = response.read().decode()
     assert 'shop_orders_placed_total{channel="web"' in body
-    assert 'target_info{' in body and 'service_name="scraped"' in body
+    assert "target_info{" in body and 'service_name="scraped"' in body
 
 
 def test_busy_prometheus_port_is_reported_and_the_app_still_starts() -> None:
@@ -86,7 +86,9 @@ def test_busy_prometheus_port_is_reported_and_the_app_still_starts() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with testing.capture("svc", metrics_exporter="prometheus", prometheus_host="127.0.0.1", prometheus_port=port) as tel:
+        with testing.capture(
+            "svc", metrics_exporter="prometheus", prometheus_host="127.0.0.1", prometheus_port=port
+        ) as tel:
             assert tel.handle.prometheus_port is None
             assert tel.handle.tracer_provider is not None
     assert any(

@@ -6,12 +6,10 @@ over, so no HTTP client can tidy the hostile values first.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import propagate, trace

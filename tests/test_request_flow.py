@@ -11,114 +11,43 @@ import asyncio
 import http.client
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import httpx
-import pika
 import pytest
-from fastapi import FastAPI
-from flask import Flask, request
 from opentelemetry.trace import SpanKind, format_trace_id
 
 import otel_kit
+from demo_services.quickstart import EXCHANGE, Notifier, gateway_app, inventory_app
 from demo_services.stack.servers import RabbitMQ, serve_asgi, serve_wsgi
 from otel_kit import testing
 
 pytestmark = pytest.mark.e2e
 
-EXCHANGE = "orders"
-
 
 @dataclass
 class Shop:
-    """Three services in one process: gateway (FastAPI), inventory (Flask), notifier (pika consumer)."""
-
     gateway_url: str
-    consumed: threading.Event = field(default_factory=threading.Event)
-    seen_by_inventory: dict[str, str | None] = field(default_factory=dict)
-    seen_by_notifier: dict[str, Any] = field(default_factory=dict)
-
-
-def _inventory_app(shop_state: dict[str, str | None]) -> Flask:
-    app = Flask("inventory")
-
-    @app.get("/stock/<sku>")
-    def stock(sku: str) -> dict[str, Any]:
-        shop_state["x-correlation-id"] = request.headers.get("X-Correlation-ID")
-        shop_state["traceparent"] = request.headers.get("traceparent")
-        logging.getLogger("inventory").info("stock checked", extra={"sku": sku})
-        return {"sku": sku, "available": 3}
-
-    return otel_kit.instrument_flask(app)
-
-
-def _gateway_app(inventory_url: str, amqp_url: str, queue: str) -> FastAPI:
-    app = FastAPI()
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    channel.exchange_declare(EXCHANGE, exchange_type="topic")
-    channel.queue_declare(queue, auto_delete=True)
-    channel.queue_bind(queue, EXCHANGE, routing_key="order.placed")
-    lock = threading.Lock()
-    app.state.amqp = connection
-
-    @app.post("/orders")
-    def place_order(order: dict[str, Any]) -> dict[str, Any]:
-        log = logging.getLogger("gateway")
-        log.info("order received", extra={"sku": order["sku"]})
-        with httpx.Client(base_url=inventory_url) as client:
-            stock = client.get(f"/stock/{order['sku']}").json()
-        with lock:
-            channel.basic_publish(
-                EXCHANGE,
-                "order.placed",
-                json.dumps(order).encode(),
-                pika.BasicProperties(content_type="application/json", message_id=str(uuid.uuid4())),
-            )
-        log.info("order accepted")
-        return {"accepted": True, "available": stock["available"]}
-
-    return otel_kit.instrument_fastapi(app)
-
-
-def _notifier(amqp_url: str, queue: str, shop: Shop) -> tuple[threading.Thread, pika.BlockingConnection]:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-
-    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        shop.seen_by_notifier["correlation_id"] = otel_kit.get_correlation_id()
-        shop.seen_by_notifier["headers"] = dict(properties.headers or {})
-        logging.getLogger("notifier").info("order event handled", extra={"routing_key": method.routing_key})
-        ch.basic_ack(method.delivery_tag)
-        shop.consumed.set()
-
-    channel.basic_consume(queue, on_message)
-    thread = threading.Thread(target=channel.start_consuming, name="notifier", daemon=True)
-    return thread, connection
+    notifier: Notifier
+    seen_by_inventory: dict[str, Any]
 
 
 @pytest.fixture
 def shop(rabbitmq: RabbitMQ) -> Iterator[tuple[Shop, testing.Capture]]:
+    """The quickstart's gateway (FastAPI), inventory (Flask) and notifier (pika consumer) on real servers."""
     queue = f"notifications-{uuid.uuid4().hex[:8]}"
     with testing.capture("shop") as tel:
-        inventory_state: dict[str, str | None] = {}
-        with serve_wsgi(_inventory_app(inventory_state)) as inventory_url:
-            gateway = _gateway_app(inventory_url, rabbitmq.url, queue)
-            with serve_asgi(gateway) as gateway_url:
-                shop = Shop(gateway_url, seen_by_inventory=inventory_state)
-                thread, connection = _notifier(rabbitmq.url, queue, shop)
-                thread.start()
-                try:
-                    yield shop, tel
-                finally:
-                    connection.add_callback_threadsafe(connection.close)
-                    thread.join(10)
-                    gateway.state.amqp.close()
+        seen: dict[str, Any] = {}
+        with serve_wsgi(inventory_app(seen)) as inventory_url:
+            gateway = gateway_app(inventory_url, rabbitmq.url, queue)
+            try:
+                with serve_asgi(gateway) as gateway_url, Notifier(rabbitmq.url, queue).running() as notifier:
+                    yield Shop(gateway_url, notifier, seen), tel
+            finally:
+                gateway.state.amqp.close()
 
 
 def _post_order(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -169,13 +98,13 @@ def test_one_request_shares_trace_and_correlation_id_across_http_and_rabbitmq(
     status, headers, body = _post_order(state.gateway_url, {"X-Correlation-ID": "order-42"})
     assert status == 200 and body == {"accepted": True, "available": 3}
     assert headers["x-correlation-id"] == "order-42"
-    assert state.consumed.wait(15), "the notifier never received the order event"
+    assert state.notifier.event.wait(15), "the notifier never received the order event"
 
     assert state.seen_by_inventory["x-correlation-id"] == "order-42"
-    assert state.seen_by_notifier["correlation_id"] == "order-42"
-    assert state.seen_by_notifier["headers"]["X-Correlation-ID"] == "order-42"
+    assert state.notifier.last["correlation_id"] == "order-42"
+    assert state.notifier.last["headers"]["X-Correlation-ID"] == "order-42"
     trace_id = _assert_one_trace_one_correlation_id(tel, "order-42")
-    assert state.seen_by_notifier["headers"]["traceparent"].split("-")[1] == trace_id
+    assert state.notifier.last["headers"]["traceparent"].split("-")[1] == trace_id
 
 
 def test_request_without_ids_gets_a_fresh_correlation_id_echoed_and_propagated(
@@ -186,7 +115,7 @@ def test_request_without_ids_gets_a_fresh_correlation_id_echoed_and_propagated(
     assert status == 200
     generated = headers["x-correlation-id"]
     assert uuid.UUID(generated)
-    assert state.consumed.wait(15)
+    assert state.notifier.event.wait(15)
     assert state.seen_by_inventory["x-correlation-id"] == generated
     _assert_one_trace_one_correlation_id(tel, generated)
 
@@ -198,7 +127,7 @@ def test_incoming_traceparent_is_continued(shop: tuple[Shop, testing.Capture]) -
         state.gateway_url, {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "X-Request-ID": "req-7"}
     )
     assert status == 200
-    assert state.consumed.wait(15)
+    assert state.notifier.event.wait(15)
     assert _assert_one_trace_one_correlation_id(tel, "req-7") == trace_id
 
 

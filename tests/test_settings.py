@@ -7,8 +7,8 @@ import logging
 import pytest
 
 import otel_kit
-from otel_kit import testing
 from demo_services.stack.servers import OtlpReceiver, wait_until
+from otel_kit import testing
 from otel_kit._internal.config import load_settings
 
 
@@ -138,8 +138,13 @@ def test_init_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=payments,service.version=0.0.1")
     testing.reset()
     handle = otel_kit.init(
-        "from-code", service_version="2.3.4", environment="staging", traces_exporter="none",
-        metrics_exporter="none", logs_exporter="none", log_stdout=False,
+        "from-code",
+        service_version="2.3.4",
+        environment="staging",
+        traces_exporter="none",
+        metrics_exporter="none",
+        logs_exporter="none",
+        log_stdout=False,
     )
     assert handle.tracer_provider is not None
     attrs = handle.tracer_provider.resource.attributes

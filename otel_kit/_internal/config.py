@@ -40,7 +40,6 @@ class ConfigProblem:
         return f"{self.variable}={shown!r} is not valid: allowed {self.allowed}; using {self.used} instead"
 
 
-
 # --- parsers: str -> value, raising _Invalid with the allowed values -------------------------------------------
 
 _EXPORTERS_TRACES = ("otlp", "console", "none")
@@ -158,9 +157,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("service_version", "OTEL_KIT_SERVICE_VERSION", _text, None, "service.version"),
     Option("environment", "OTEL_KIT_ENVIRONMENT", _text, None, "deployment.environment.name"),
     Option("traces_exporter", "OTEL_TRACES_EXPORTER", _exporter_list(_EXPORTERS_TRACES), ("otlp",), "span export"),
-    Option(
-        "metrics_exporter", "OTEL_METRICS_EXPORTER", _exporter_list(_EXPORTERS_METRICS), ("otlp",), "metric export"
-    ),
+    Option("metrics_exporter", "OTEL_METRICS_EXPORTER", _exporter_list(_EXPORTERS_METRICS), ("otlp",), "metric export"),
     Option("logs_exporter", "OTEL_LOGS_EXPORTER", _exporter_list(_EXPORTERS_TRACES), ("otlp",), "log export"),
     Option("protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _choice(_PROTOCOLS), "grpc", "OTLP transport"),
     Option("endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _endpoint, None, "OTLP collector URL"),
@@ -236,7 +233,9 @@ def load_settings(
 
     for name in sorted(set(overrides) - _FIELDS):
         problems.append(
-            ConfigProblem(f"init({name}=...)", repr(overrides.pop(name)), "one of " + ", ".join(sorted(_FIELDS)), "nothing")
+            ConfigProblem(
+                f"init({name}=...)", repr(overrides.pop(name)), "one of " + ", ".join(sorted(_FIELDS)), "nothing"
+            )
         )
 
     for option in OPTIONS:

@@ -34,7 +34,7 @@ HEADER = "X-Correlation-ID"
 REQUEST_ID_HEADER = "X-Request-ID"
 BAGGAGE_KEY = "correlation_id"
 MAX_LENGTH = 128
-_VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,%d}" % (MAX_LENGTH - 1))
+_VALID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:\-]{{0,{MAX_LENGTH - 1}}}")
 
 
 def new_correlation_id() -> str:

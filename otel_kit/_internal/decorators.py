@@ -24,7 +24,10 @@ def traced(func: F, /) -> F: ...
 
 @overload
 def traced(
-    *, name: str | None = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, AttributeValue] | None = None
+    *,
+    name: str | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, AttributeValue] | None = None,
 ) -> Callable[[F], F]: ...
 
 

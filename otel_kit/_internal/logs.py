@@ -77,7 +77,7 @@ class TelemetryContextFilter(logging.Filter):
             else:
                 record.trace_id = record.span_id = None
         if getattr(record, "xray_trace_id", None) is None:
-            trace_id = record.trace_id
+            trace_id = getattr(record, "trace_id", None)
             record.xray_trace_id = xray_trace_id(int(trace_id, 16)) if isinstance(trace_id, str) else None
         if getattr(record, "correlation_id", None) is None:
             record.correlation_id = correlation.get_correlation_id()
@@ -126,7 +126,7 @@ class _OtelKitStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the toolkit's stdout handler so a second ``init()`` replaces it instead of adding another."""
 
 
-class _OtelKitOtlpHandler(LoggingHandler):  # type: ignore[misc]
+class _OtelKitOtlpHandler(LoggingHandler):
     """Marks the toolkit's OTLP handler."""
 
 

@@ -173,9 +173,7 @@ def _build(
     handle = Handle(settings=settings, problems=problems, service_name=service)
 
     if not settings.disabled:
-        handle.meter_provider, handle.prometheus = build_meter_provider(
-            settings, resource, metric_readers, problems
-        )
+        handle.meter_provider, handle.prometheus = build_meter_provider(settings, resource, metric_readers, problems)
         metrics_api.set_meter_provider(handle.meter_provider)
         selfmetrics.register(handle.meter_provider.get_meter("otel_kit"))
         handle.tracer_provider = build_tracer_provider(settings, resource, handle.meter_provider, span_processors)

@@ -37,7 +37,9 @@ def metric_exporter(settings: Settings) -> Any:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter(endpoint=endpoint, insecure=_insecure(endpoint))
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HTTPMetricExporter,
+    )
 
     return HTTPMetricExporter(endpoint=endpoint)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from otel_kit.integrations.http_server import CorrelationASGIMiddleware, CorrelationWSGIMiddleware
 
@@ -66,14 +66,17 @@ def _remember(instrumentor: Any) -> None:
 def instrument_fastapi(app: A, **kwargs: Any) -> A:
     """Trace and measure a FastAPI app (contrib instrumentation) and give each request a correlation id.
 
-    ``kwargs`` go to ``FastAPIInstrumentor.instrument_app`` (``excluded_urls``, hooks, ...). Returns ``app``.
+    ``kwargs`` go to ``FastAPIInstrumentor.instrument_app`` (``excluded_urls``, hooks, ...); the per-message
+    ``receive``/``send`` spans are left out unless ``exclude_spans=[]`` is passed. Returns ``app``.
     """
     _require("opentelemetry.instrumentation.fastapi", "fastapi")
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     if getattr(app, "_otel_kit_instrumented", False):
         return app
-    FastAPIInstrumentor.instrument_app(app, **{**_providers(), **kwargs})
+    # per-message ASGI "receive"/"send" spans add cost and noise; callers can ask for them back
+    options = {"exclude_spans": ["receive", "send"], **_providers(), **kwargs}
+    FastAPIInstrumentor.instrument_app(cast(Any, app), **options)
     inner = app.build_middleware_stack  # type: ignore[attr-defined]
 
     def build_middleware_stack() -> Any:
@@ -92,7 +95,7 @@ def instrument_flask(app: A, **kwargs: Any) -> A:
 
     if getattr(app, "_otel_kit_instrumented", False):
         return app
-    FlaskInstrumentor.instrument_app(app, **{**_providers(), **kwargs})
+    FlaskInstrumentor.instrument_app(app, **{**_providers(), **kwargs})  # type: ignore[no-untyped-call]  # untyped upstream
     app.wsgi_app = CorrelationWSGIMiddleware(app.wsgi_app)  # type: ignore[attr-defined]
     app._otel_kit_instrumented = True  # type: ignore[attr-defined]
     return app

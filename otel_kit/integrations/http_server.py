@@ -56,7 +56,9 @@ class _EnvironGetter(Getter[MutableMapping[str, Any]]):
 _scope_getter = _ScopeGetter()
 _environ_getter = _EnvironGetter()
 
-ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 class CorrelationASGIMiddleware:

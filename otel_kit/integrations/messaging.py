@@ -26,10 +26,13 @@ _DEFAULT_EXCHANGE = "amq.default"
 
 
 class HeaderGetter(Getter[MutableMapping[str, Any]]):
-    """Reads AMQP headers: values may arrive as ``str`` or ``bytes``; anything else counts as absent."""
+    """Reads AMQP headers, any letter case; values may be ``str`` or ``bytes``, anything else counts as absent."""
 
     def get(self, carrier: MutableMapping[str, Any], key: str) -> list[str] | None:
         value = carrier.get(key)
+        if value is None:  # another producer may have spelled the header differently
+            lowered = key.lower()
+            value = next((v for k, v in carrier.items() if isinstance(k, str) and k.lower() == lowered), None)
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")

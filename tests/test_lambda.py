@@ -1,0 +1,98 @@
+"""The Lambda handler decorator: X-Ray parent, cold start, request id, correlation id, flush before return."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import format_trace_id
+
+import otel_kit
+from otel_kit import testing
+from otel_kit.integrations import aws_lambda
+
+XRAY_ENV = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:0"
+
+
+def _context(request_id: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        aws_request_id=request_id,
+        function_name="receipts",
+        invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:receipts",
+    )
+
+
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """otel_kit with a batch processor that would hold spans for 10 minutes unless flushed."""
+    monkeypatch.setattr(aws_lambda, "_cold_start", True)
+    exporter = InMemorySpanExporter()
+    testing.reset()
+    otel_kit.init(
+        "receipts",
+        span_processors=[BatchSpanProcessor(exporter, schedule_delay_millis=600_000)],
+        traces_exporter="none",
+        metrics_exporter="none",
+        logs_exporter="none",
+        log_stdout=False,
+    )
+    yield exporter
+    testing.reset()
+
+
+def test_invocations_continue_the_xray_trace_and_flush_before_returning(
+    monkeypatch: pytest.MonkeyPatch, batched: InMemorySpanExporter
+) -> None:
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", XRAY_ENV)
+
+    @otel_kit.lambda_handler
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"ok": True, "correlation_id": otel_kit.get_correlation_id()}
+
+    first = handler({"detail": {}}, _context("req-1"))
+    assert len(batched.get_finished_spans()) == 1  # exported before the handler returned
+    second = handler({"detail": {}}, _context("req-2"))
+    spans = batched.get_finished_spans()
+    assert [s.attributes["faas.coldstart"] for s in spans] == [True, False]
+    assert [s.attributes["faas.invocation_id"] for s in spans] == ["req-1", "req-2"]
+    for span in spans:
+        assert format_trace_id(span.context.trace_id) == "5759e988bd862e3fe1be46a994272793"
+        assert span.parent is not None and span.parent.span_id == 0x53995C3F42CD8AD8
+        assert span.attributes["cloud.resource_id"].endswith(":function:receipts")
+    assert first["correlation_id"] and second["correlation_id"]
+    assert first["correlation_id"] != second["correlation_id"]
+
+
+def test_api_gateway_event_headers_give_parent_and_correlation_id_echoed(batched: InMemorySpanExporter) -> None:
+    @otel_kit.lambda_handler
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"statusCode": 200, "body": "{}"}
+
+    event = {
+        "headers": {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "X-Correlation-ID": "gw-77",
+        }
+    }
+    response = handler(event, _context("req-3"))
+    assert response["headers"]["X-Correlation-ID"] == "gw-77"
+    span = batched.get_finished_spans()[0]
+    assert format_trace_id(span.context.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.attributes["faas.trigger"] == "http"
+    assert span.attributes["correlation_id"] == "gw-77"
+
+
+def test_handler_error_is_recorded_flushed_and_reraised(batched: InMemorySpanExporter) -> None:
+    @otel_kit.lambda_handler
+    def handler(event: dict[str, Any], context: Any) -> None:
+        raise TimeoutError("downstream timed out")
+
+    with pytest.raises(TimeoutError):
+        handler({}, _context("req-4"))
+    span = batched.get_finished_spans()[0]
+    assert span.status.status_code.name == "ERROR"
+    assert span.events[0].attributes["exception.type"] == "TimeoutError"

@@ -1,0 +1,112 @@
+"""Real OTLP export, over gRPC and over HTTP, to a separate receiving process.
+
+The service under test runs in its own Python process too (``python -c``), as a deployed service would: it
+initialises otel_kit from environment variables only, emits a span, a metric and a log line, and shuts down. The
+test then reads back what the receiver got.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo_services.stack.servers import OtlpReceiver, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVICE = textwrap.dedent(
+    """
+    import logging
+    import otel_kit
+    from opentelemetry import metrics
+
+    otel_kit.init()
+    with otel_kit.correlation_scope("corr-otlp-1"):
+        @otel_kit.traced(attributes={"order.id": "o-1"})
+        def place_order():
+            metrics.get_meter("shop").create_counter("shop.orders.placed").add(1, {"channel": "web"})
+            logging.getLogger("shop").info("order placed")
+        place_order()
+    assert otel_kit.shutdown(), "flush did not complete"
+    """
+)
+
+
+def _attrs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        value = item["value"]
+        out[item["key"]] = next(iter(value.values())) if value else None
+    return out
+
+
+def _by_signal(receiver: OtlpReceiver, signal: str) -> list[dict[str, Any]]:
+    return [r["body"] for r in receiver.records() if r["signal"] == signal]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_spans_metrics_and_logs_arrive_with_resource_attributes(otlp_receiver: OtlpReceiver, protocol: str) -> None:
+    port = otlp_receiver.grpc_port if protocol == "grpc" else otlp_receiver.http_port
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "checkout",
+        "OTEL_KIT_SERVICE_VERSION": "1.2.3",
+        "OTEL_KIT_ENVIRONMENT": "test",
+        "OTEL_RESOURCE_ATTRIBUTES": "team=payments",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests,httpx,botocore,pika,aio-pika",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SERVICE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    # the service's own stdout is JSON lines
+    assert '"message": "order placed"' in result.stdout
+
+    transport = "grpc" if protocol == "grpc" else "http"
+    wait_until(
+        lambda: {"traces", "metrics", "logs"} <= {r["signal"] for r in otlp_receiver.records()}, 15, "all signals"
+    )
+    assert {r["transport"] for r in otlp_receiver.records()} == {transport}
+
+    span_batches = _by_signal(otlp_receiver, "traces")
+    resource = _attrs(span_batches[0]["resourceSpans"][0]["resource"]["attributes"])
+    assert resource["service.name"] == "checkout"
+    assert resource["service.version"] == "1.2.3"
+    assert resource["deployment.environment.name"] == "test"
+    assert resource["team"] == "payments"
+    assert resource["telemetry.distro.name"] == "otel-kit"
+    spans = [s for b in span_batches for rs in b["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert [s["name"] for s in spans] == ["place_order"]
+    span_attrs = _attrs(spans[0]["attributes"])
+    assert span_attrs["correlation_id"] == "corr-otlp-1"
+    assert span_attrs["order.id"] == "o-1"
+
+    metric_names = {
+        m["name"]
+        for b in _by_signal(otlp_receiver, "metrics")
+        for rm in b["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
+    assert "shop.orders.placed" in metric_names
+
+    records = [
+        r
+        for b in _by_signal(otlp_receiver, "logs")
+        for rl in b["resourceLogs"]
+        for sl in rl["scopeLogs"]
+        for r in sl["logRecords"]
+    ]
+    order_log = next(r for r in records if r["body"].get("stringValue") == "order placed")
+    assert order_log["traceId"] == spans[0]["traceId"]
+    assert _attrs(order_log["attributes"])["correlation_id"] == "corr-otlp-1"

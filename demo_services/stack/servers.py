@@ -8,6 +8,7 @@ fixtures and by the local stack runner alike.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,8 +20,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
-__all__ = ["ManagedProcess", "OtlpReceiver", "RabbitMQ", "ServerError", "free_port", "wait_until"]
+__all__ = [
+    "ManagedProcess",
+    "MotoServer",
+    "OtlpReceiver",
+    "RabbitMQ",
+    "ServerError",
+    "free_port",
+    "serve_asgi",
+    "serve_wsgi",
+    "wait_until",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -166,17 +178,56 @@ class RabbitMQ:
         shutil.rmtree(self._base, ignore_errors=True)
 
 
-class OtlpReceiver:
+class _ChildServer:
+    """A server in a child process, ready when all its ports accept connections."""
+
+    name = "server"
+    start_timeout = 30.0
+
+    def __init__(self, ports: list[int], workdir: Path | None = None) -> None:
+        self.ports = ports
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"otel-kit-{self.name}-"))
+        self._proc: ManagedProcess | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def __enter__(self) -> Self:
+        self._proc = proc = ManagedProcess(self.name, self.argv(), self.env(), self.workdir)
+        try:
+            wait_until(
+                lambda: proc.check_alive() is None and all(port_open(p) for p in self.ports),
+                self.start_timeout,
+                self.name,
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._proc is not None:
+            self._proc.stop(grace=5)
+            self._proc = None
+
+
+class OtlpReceiver(_ChildServer):
     """The OTLP receiver of ``demo_services.stack.otlp_receiver`` in a child process (gRPC and HTTP ports)."""
+
+    name = "otlp-receiver"
 
     def __init__(self) -> None:
         self.grpc_port, self.http_port = free_port(), free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix="otel-kit-otlp-"))
+        super().__init__([self.grpc_port, self.http_port])
         self.out = self.workdir / "received.jsonl"
-        self._proc: ManagedProcess | None = None
 
-    def __enter__(self) -> OtlpReceiver:
-        argv = [
+    def argv(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "demo_services.stack.otlp_receiver",
@@ -187,37 +238,18 @@ class OtlpReceiver:
             "--out",
             str(self.out),
         ]
+
+    def env(self) -> dict[str, str]:
         root = Path(__file__).resolve().parents[2]
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        self._proc = ManagedProcess("otlp-receiver", argv, env, self.workdir)
-        proc = self._proc
-        try:
-            wait_until(
-                lambda: proc.check_alive() is None and port_open(self.grpc_port) and port_open(self.http_port),
-                30,
-                "the OTLP receiver",
-            )
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
-    def records(self) -> Iterator[dict[str, object]]:
+    def records(self) -> Iterator[dict[str, Any]]:
         """Every request received so far: ``{"signal": "traces"|"metrics"|"logs", "transport": ..., "body": {...}}``."""
-        import json
-
         if not self.out.exists():
             return
         for line in self.out.read_text().splitlines():
             if line.strip():
                 yield json.loads(line)
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._proc is not None:
-            self._proc.stop(grace=5)
-            self._proc = None
 
 
 @contextlib.contextmanager
@@ -256,3 +288,17 @@ def serve_wsgi(app: object, port: int | None = None) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
+
+
+class MotoServer(_ChildServer):
+    """AWS APIs from ``moto`` in server mode on a free loopback port (``endpoint_url`` for boto3 clients)."""
+
+    name = "moto"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        super().__init__([self.port])
+        self.endpoint_url = f"http://{LOOPBACK}:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]

@@ -77,8 +77,9 @@ def serve_grpc(port: int, recorder: Recorder) -> grpc.Server:
 def serve_http(port: int, recorder: Recorder) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            signal_name = self.path.rstrip("/").rsplit("/", 1)[-1]
-            if not self.path.startswith("/v1/") or signal_name not in _REQUESTS:
+            # any prefix before /v1/<signal>: Loki, for one, serves OTLP under /otlp/v1/logs
+            head, _, signal_name = self.path.rstrip("/").rpartition("/")
+            if not head.endswith("/v1") or signal_name not in _REQUESTS:
                 self.send_error(404)
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))

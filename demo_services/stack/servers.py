@@ -302,3 +302,110 @@ class MotoServer(_ChildServer):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class Prometheus(_ChildServer):
+    """Prometheus from Debian's package with the remote-write receiver and exemplar storage on (stands in for Mimir)."""
+
+    name = "prometheus"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        super().__init__([self.port])
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.remote_write_url = f"{self.url}/api/v1/write"
+
+    def argv(self) -> list[str]:
+        config = self.workdir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 15s\n")
+        return [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=exemplar-storage",
+        ]
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        wait_until(lambda: _http_ok(f"{self.url}/-/ready"), self.start_timeout, "Prometheus to be ready")
+        return self
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result vector of an instant PromQL query."""
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        return list(body["data"]["result"])
+
+
+COLLECTOR_DIR = Path(__file__).resolve().parents[2] / "collector"
+
+
+def collector_binary() -> Path:
+    """The project's collector, built from collector/manifest.yaml on first use and cached."""
+    env_bin = os.environ.get("OTEL_KIT_COLLECTOR_BIN")
+    if env_bin:
+        return Path(env_bin)
+    result = subprocess.run(
+        [str(COLLECTOR_DIR / "build.sh")], check=True, stdout=subprocess.PIPE, text=True, timeout=3000
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+class Collector(_ChildServer):
+    """The otel-kit collector with the base config and ``overlays``, all listen addresses on free loopback ports.
+
+    ``env`` sets the backends' endpoints (``TEMPO_OTLP_ENDPOINT``, ``LOKI_OTLP_ENDPOINT``, ...).
+    """
+
+    name = "collector"
+    start_timeout = 60.0
+
+    def __init__(self, overlays: list[str | Path], env: dict[str, str] | None = None, storage: Path | None = None):
+        self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
+        super().__init__([self.grpc_port, self.http_port, self.health_port])
+        self.overlays = [p if Path(p).is_absolute() else COLLECTOR_DIR / "config" / p for p in overlays]
+        self.storage = storage or self.workdir / "queue"
+        self._env = env or {}
+        self.endpoint = f"http://{LOOPBACK}:{self.grpc_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{self.grpc_port}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{self.http_port}",
+            "OTELCOL_HEALTH_ENDPOINT": f"{LOOPBACK}:{self.health_port}",
+            "OTELCOL_ZPAGES_ENDPOINT": f"{LOOPBACK}:{free_port()}",
+            "OTELCOL_PPROF_ENDPOINT": f"{LOOPBACK}:{free_port()}",
+            "OTELCOL_STORAGE_DIR": str(self.storage),
+            "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            **self._env,
+        }
+
+    def argv(self) -> list[str]:
+        configs = [COLLECTOR_DIR / "config" / "base.yaml", *self.overlays]
+        return [str(collector_binary()), *(arg for c in configs for arg in ("--config", str(c)))]
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        wait_until(lambda: _http_ok(f"http://{LOOPBACK}:{self.health_port}/"), self.start_timeout, "collector health")
+        return self
+
+    def output(self) -> str:
+        return self._proc.output_tail(200) if self._proc else ""

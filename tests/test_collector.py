@@ -1,0 +1,199 @@
+"""The project's collector, built from collector/manifest.yaml, with real telemetry through the real binary.
+
+Tempo and Loki cannot run here: an OTLP receiving process listens where they would (Tempo's OTLP gRPC port,
+Loki's ``/otlp`` HTTP path) and records exactly what the collector's real exporters send. Mimir is stood in for
+by Prometheus from Debian, which takes the same remote-write protocol and answers the same PromQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.trace import SpanKind, format_trace_id
+
+import otel_kit
+from demo_services.quickstart import inventory_app
+from demo_services.stack.servers import (
+    COLLECTOR_DIR,
+    Collector,
+    OtlpReceiver,
+    Prometheus,
+    collector_binary,
+    serve_wsgi,
+    wait_until,
+)
+from otel_kit import testing
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = COLLECTOR_DIR / "config"
+
+
+def _validate(*configs: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [str(collector_binary()), "validate", *(a for c in configs for a in ("--config", str(c)))]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("overlay", ["lgtm.yaml", "aws.yaml"])
+def test_shipped_configs_validate(overlay: str, tmp_path: Path) -> None:
+    import os
+
+    result = _validate(CONFIG / "base.yaml", CONFIG / overlay, env={**os.environ, "OTELCOL_STORAGE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+
+
+def test_broken_config_fails_validation_naming_the_problem(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        (CONFIG / "lgtm.yaml").read_text().replace("resource_to_telemetry_conversion", "resource_to_telemtry")
+    )
+    result = _validate(CONFIG / "base.yaml", broken)
+    assert result.returncode != 0
+    assert "resource_to_telemtry" in result.stderr
+    assert "prometheus_remote_write/mimir" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def lgtm() -> Iterator[tuple[Collector, OtlpReceiver, OtlpReceiver, Prometheus]]:
+    """The collector with the lgtm overlay, its backends stood in for on loopback."""
+    with OtlpReceiver() as tempo, OtlpReceiver() as loki, Prometheus() as mimir:
+        env = {
+            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{tempo.grpc_port}",
+            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{loki.http_port}/otlp",
+            "MIMIR_REMOTE_WRITE_URL": mimir.remote_write_url,
+        }
+        with Collector(["lgtm.yaml"], env) as collector:
+            yield collector, tempo, loki, mimir
+
+
+def _attrs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {i["key"]: next(iter(i["value"].values()), None) for i in items}
+
+
+def _hex(b64: str) -> str:
+    return base64.b64decode(b64).hex()
+
+
+def _spans(receiver: OtlpReceiver) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(resource attributes, span) for every span received."""
+    return [
+        (_attrs(rs["resource"]["attributes"]), span)
+        for r in receiver.records()
+        if r["signal"] == "traces"
+        for rs in r["body"]["resourceSpans"]  # type: ignore[index]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+
+
+def _log_records(receiver: OtlpReceiver) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
+        (_attrs(rl["resource"]["attributes"]), record)
+        for r in receiver.records()
+        if r["signal"] == "logs"
+        for rl in r["body"]["resourceLogs"]  # type: ignore[index]
+        for sl in rl["scopeLogs"]
+        for record in sl["logRecords"]
+    ]
+
+
+def test_service_telemetry_reaches_tempo_loki_and_mimir_through_the_collector(
+    monkeypatch: pytest.MonkeyPatch, lgtm: tuple[Collector, OtlpReceiver, OtlpReceiver, Prometheus]
+) -> None:
+    collector, tempo, loki, mimir = lgtm
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
+    service = "checkout-e2e"
+    with testing.capture(service, traces_exporter="otlp", metrics_exporter="otlp", logs_exporter="otlp") as tel:
+        with serve_wsgi(inventory_app()) as inventory_url:
+
+            @otel_kit.traced
+            def checkout(n: int) -> None:
+                with httpx.Client(base_url=inventory_url) as client:
+                    assert client.get(f"/stock/book-{n}").status_code == 200
+
+            for n in range(5):
+                with otel_kit.correlation_scope(f"order-{n}"):
+                    checkout(n)
+        assert tel.handle.force_flush(10_000)
+        local_trace_ids = {format_trace_id(s.context.trace_id) for s in tel.spans()}
+        stdout_trace_ids = {line["trace_id"] for line in tel.log_lines() if line["logger"] == "inventory"}
+
+        # traces toward Tempo: every span, with the service's resource, and the trace ids its logs carry
+        wait_until(lambda: len(_spans(tempo)) >= len(tel.spans()), 30, "spans at Tempo")
+        at_tempo = _spans(tempo)
+        assert {resource["service.name"] for resource, _ in at_tempo} == {service}
+        assert {resource["telemetry.distro.name"] for resource, _ in at_tempo} == {"otel-kit"}
+        assert {_hex(span["traceId"]) for _, span in at_tempo} == local_trace_ids
+        assert stdout_trace_ids <= local_trace_ids and len(stdout_trace_ids) == 5
+
+        # logs toward Loki's OTLP endpoint, joined to the same traces
+        wait_until(lambda: len(_log_records(loki)) >= 5, 30, "log records at Loki")
+        stock_logs = [rec for res, rec in _log_records(loki) if rec["body"].get("stringValue") == "stock checked"]
+        assert {_hex(rec["traceId"]) for rec in stock_logs} == stdout_trace_ids
+        assert {_attrs(rec["attributes"])["correlation_id"] for rec in stock_logs} == {f"order-{n}" for n in range(5)}
+
+        # metrics toward Mimir: the service's own histogram, spanmetrics and the service graph, by PromQL
+        selector = f'service_name="{service}"'
+        queries = {
+            "http histogram": f"http_server_request_duration_seconds_count{{{selector}}}",
+            "spanmetrics calls": f"traces_span_metrics_calls_total{{{selector}}}",
+            "spanmetrics duration": f"traces_span_metrics_duration_seconds_count{{{selector}}}",
+            "service graph": f'traces_service_graph_request_total{{client="{service}",server="{service}"}}',
+        }
+        for what, promql in queries.items():
+            wait_until(lambda q=promql: bool(mimir.query(q)), 60, f"{what} in Prometheus ({promql})")
+    server_spans = [s for s in tel.spans() if s.kind is SpanKind.SERVER]
+    assert len(server_spans) == 5
+    total = sum(float(r["value"][1]) for r in mimir.query(queries["http histogram"]))
+    assert total == 5
+
+
+def test_aws_overlay_sends_traces_to_xray_with_service_and_correlation_annotations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    from demo_services.stack.servers import MotoServer
+
+    aws_env = {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    with MotoServer() as moto:
+        env = {**aws_env, "AWS_XRAY_ENDPOINT": moto.endpoint_url}
+        with Collector(["aws.yaml"], env) as collector:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+            with testing.capture("receipts", traces_exporter="otlp") as tel:
+                for n in range(3):
+                    with otel_kit.correlation_scope(f"rcpt-{n}"):
+                        otel_kit.traced(lambda: None, name="render receipt")()
+                assert tel.handle.force_flush(10_000)
+                trace_ids = sorted({format_trace_id(s.context.trace_id) for s in tel.spans()})
+            xray_ids = [f"1-{t[:8]}-{t[8:]}" for t in trace_ids]
+            xray = boto3.client("xray", endpoint_url=moto.endpoint_url, **_boto_args(aws_env))
+
+            def segments() -> list[dict[str, Any]]:
+                import json
+
+                traces = xray.batch_get_traces(TraceIds=xray_ids)["Traces"]
+                return [json.loads(seg["Document"]) for t in traces for seg in t["Segments"]]
+
+            wait_until(lambda: len(segments()) >= 3, 30, "segments in X-Ray")
+            found = {doc["trace_id"]: doc for doc in segments()}
+    assert sorted(found) == xray_ids
+    assert {doc["annotations"]["correlation_id"] for doc in found.values()} == {f"rcpt-{n}" for n in range(3)}
+    for doc in found.values():
+        assert doc["name"] == "render receipt"
+        assert doc["annotations"]["service"] == "receipts"
+
+
+def _boto_args(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "region_name": env["AWS_REGION"],
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }

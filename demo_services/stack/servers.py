@@ -72,7 +72,7 @@ class ManagedProcess:
         self.name = name
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"otel-kit-{name}-"))
         self.log_path = self.workdir / f"{name}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             argv,
             env={**os.environ, **(env or {})},
@@ -215,14 +215,27 @@ class _ChildServer:
             self._proc.stop(grace=5)
             self._proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or an OOM kill would: no shutdown, no flush."""
+        if self._proc is not None:
+            os.killpg(self._proc.proc.pid, signal.SIGKILL)
+            self._proc.proc.wait(10)
+            self._proc.stop()
+            self._proc = None
+
+    def restart(self) -> None:
+        """Start again on the same ports with the same configuration and data directory."""
+        self.__exit__(None, None, None)
+        self.__enter__()
+
 
 class OtlpReceiver(_ChildServer):
     """The OTLP receiver of ``demo_services.stack.otlp_receiver`` in a child process (gRPC and HTTP ports)."""
 
     name = "otlp-receiver"
 
-    def __init__(self) -> None:
-        self.grpc_port, self.http_port = free_port(), free_port()
+    def __init__(self, grpc_port: int | None = None, http_port: int | None = None) -> None:
+        self.grpc_port, self.http_port = grpc_port or free_port(), http_port or free_port()
         super().__init__([self.grpc_port, self.http_port])
         self.out = self.workdir / "received.jsonl"
 

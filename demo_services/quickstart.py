@@ -126,41 +126,89 @@ class Notifier:
             thread.join(10)
 
 
-def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    spans: list[dict[str, Any]] = []
-    for r in records:
-        if r["signal"] == "traces":
-            for rs in r["body"].get("resourceSpans", []):
-                for ss in rs.get("scopeSpans", []):
-                    spans.extend(ss.get("spans", []))
-    traces = Counter(s["traceId"] for s in spans)
-    errors = [s["name"] for s in spans if s.get("status", {}).get("code") == "STATUS_CODE_ERROR"]
-    kinds = Counter(s.get("kind", "").removeprefix("SPAN_KIND_") for s in spans)
-    logs = sum(
-        len(sl.get("logRecords", []))
-        for r in records
-        if r["signal"] == "logs"
-        for rl in r["body"].get("resourceLogs", [])
-        for sl in rl.get("scopeLogs", [])
+SERVICE = "quickstart-shop"
+
+
+def _total(prometheus: Any, promql: str) -> float:
+    return sum(float(row["value"][1]) for row in prometheus.query(promql))
+
+
+def _trace_story(tempo: Any, trace_hex: str) -> list[str]:
+    """The spans of one trace as indented lines, parents before children."""
+    from demo_services.stack.servers import hex_id
+
+    spans = [span for _, span in tempo.spans() if hex_id(span["traceId"]) == trace_hex]
+    by_parent: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_parent.setdefault(hex_id(span.get("parentSpanId", "")), []).append(span)
+    ids = {hex_id(span["spanId"]) for span in spans}
+    lines: list[str] = []
+
+    def walk(span: dict[str, Any], depth: int) -> None:
+        duration_ms = (int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])) / 1e6
+        kind = span.get("kind", "").removeprefix("SPAN_KIND_").lower()
+        status = " ERROR" if span.get("status", {}).get("code") == "STATUS_CODE_ERROR" else ""
+        lines.append(f"{'  ' * depth}{span['name']}  [{kind}] {duration_ms:.1f} ms{status}")
+        for child in sorted(by_parent.get(hex_id(span["spanId"]), []), key=lambda s: int(s["startTimeUnixNano"])):
+            walk(child, depth + 1)
+
+    for root in (s for s in spans if hex_id(s.get("parentSpanId", "")) not in ids):
+        walk(root, 1)
+    return lines
+
+
+def _report(statuses: Counter[int], ids: dict[str, int], notifier: Notifier, tempo: Any, loki: Any, mimir: Any) -> str:
+    from demo_services.stack.servers import attributes, hex_id
+
+    spans = tempo.spans()
+    traces = {hex_id(span["traceId"]) for _, span in spans}
+    failed = {hex_id(span["traceId"]) for _, span in spans if span.get("status", {}).get("code") == "STATUS_CODE_ERROR"}
+    records = [record for _, record in loki.log_records()]
+    out = [
+        f"orders: {sum(statuses.values())} sent, "
+        + ", ".join(f"{n} x HTTP {code}" for code, n in sorted(statuses.items())),
+        f"notifier handled {notifier.handled} order events from RabbitMQ",
+        f"Tempo received {len(spans)} spans in {len(traces)} traces ({len(failed)} with an error)",
+        f"Loki received {len(records)} log records",
+    ]
+    ok = next(
+        (
+            t
+            for t in sorted(traces)
+            if t not in failed
+            and any(span["name"].startswith("process") for _, span in spans if hex_id(span["traceId"]) == t)
+        ),
+        None,
     )
-    metrics = sorted(
-        {
-            m["name"]
-            for r in records
-            if r["signal"] == "metrics"
-            for rm in r["body"].get("resourceMetrics", [])
-            for sm in rm.get("scopeMetrics", [])
-            for m in sm.get("metrics", [])
+    for title, trace_hex in (("a placed order", ok), ("a failed order", next(iter(sorted(failed)), None))):
+        if trace_hex is None:
+            continue
+        cids = {
+            attributes(span.get("attributes", [])).get("correlation_id")
+            for _, span in spans
+            if hex_id(span["traceId"]) == trace_hex
         }
-    )
-    return {
-        "spans": len(spans),
-        "traces": len(traces),
-        "kinds": dict(kinds),
-        "errors": errors,
-        "logs": logs,
-        "metrics": metrics,
+        logs = [r for r in records if hex_id(r.get("traceId", "")) == trace_hex]
+        out += ["", f"{title}: trace {trace_hex}, correlation id {', '.join(sorted(c for c in cids if c))}"]
+        out += _trace_story(tempo, trace_hex)
+        out += [f"    log: {r['body'].get('stringValue', '')}" for r in logs]
+    selector = f'service_name="{SERVICE}"'
+    by_route = "sum by (http_route, http_response_status_code)"
+    queries = {
+        "requests by route and status (the service's own histogram)": (
+            f"{by_route} (http_server_request_duration_seconds_count{{{selector}}})"
+        ),
+        "calls by span name (span_metrics)": f"sum by (span_name) (traces_span_metrics_calls_total{{{selector}}})",
+        "service graph edges (service_graph)": "sum by (client, server) (traces_service_graph_request_total)",
     }
+    out.append("")
+    out.append("Prometheus (remote write, as Mimir would get it):")
+    for title, promql in queries.items():
+        out.append(f"  {title}:")
+        for row in mimir.query(promql):
+            labels = ", ".join(f"{k}={v}" for k, v in sorted(row["metric"].items()))
+            out.append(f"    {labels or '(all)'}: {float(row['value'][1]):g}")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,53 +221,69 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from demo_services.stack.servers import OtlpReceiver, RabbitMQ, serve_asgi, serve_wsgi, wait_until
+    from demo_services.stack.servers import (
+        Collector,
+        OtlpReceiver,
+        Prometheus,
+        RabbitMQ,
+        serve_asgi,
+        serve_wsgi,
+        wait_until,
+    )
+
+    def step(text: str) -> None:
+        print(f"==> {text}", file=sys.stderr, flush=True)
 
     with ExitStack() as stack:
-        print("starting RabbitMQ and an OTLP receiver on loopback ...", file=sys.stderr)
+        step("starting RabbitMQ, Prometheus (for Mimir), OTLP captures (for Tempo and Loki) on loopback")
         rabbit = stack.enter_context(RabbitMQ())
-        receiver = stack.enter_context(OtlpReceiver())
-        os.environ.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.grpc_port}")
+        mimir = stack.enter_context(Prometheus())
+        tempo = stack.enter_context(OtlpReceiver())
+        loki = stack.enter_context(OtlpReceiver())
+        step("starting the otel-kit collector (base + lgtm)")
+        backends = {
+            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{tempo.grpc_port}",
+            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{loki.http_port}/otlp",
+            "MIMIR_REMOTE_WRITE_URL": mimir.remote_write_url,
+        }
+        collector = stack.enter_context(Collector(["lgtm.yaml"], backends))
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
         os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "1000")
         os.environ.setdefault("OTEL_KIT_LOG_STDOUT", "false")  # keep the terminal for the report
 
         import otel_kit
 
-        handle = otel_kit.init("quickstart-shop", service_version="0.1.0", environment="demo")
+        handle = otel_kit.init(SERVICE, service_version="0.1.0", environment="demo")
         stack.callback(otel_kit.shutdown)
+        step("starting gateway (FastAPI), inventory (Flask) and notifier (RabbitMQ consumer)")
         queue = f"notifications-{uuid.uuid4().hex[:8]}"
         inventory_url = stack.enter_context(serve_wsgi(inventory_app(fail_every=args.fail_every)))
         gateway = gateway_app(inventory_url, rabbit.url, queue)
         stack.callback(gateway.state.amqp.close)
         gateway_url = stack.enter_context(serve_asgi(gateway))
-        notifier = Notifier(rabbit.url, queue)
-        stack.enter_context(notifier.running())
+        notifier = stack.enter_context(Notifier(rabbit.url, queue).running())
 
         statuses: Counter[int] = Counter()
-        ids: list[str] = []
+        ids: dict[str, int] = {}
         with httpx.Client(base_url=gateway_url, timeout=10) as client:
             for n in range(args.requests):
                 response = client.post("/orders", json={"sku": f"book-{n % 5}", "qty": 1})
                 statuses[response.status_code] += 1
-                ids.append(response.headers.get("X-Correlation-ID", ""))
+                ids[response.headers.get("X-Correlation-ID", "")] = response.status_code
                 print(f"\rorders placed: {n + 1}/{args.requests}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-        accepted = statuses[200]
-        wait_until(lambda: notifier.handled >= accepted, 30, "the notifier to handle every accepted order")
+        wait_until(lambda: notifier.handled >= statuses[200], 30, "the notifier to handle every accepted order")
+        step("flushing and waiting for the collector to deliver")
         handle.force_flush(10_000)
-        summary = _summarise(list(receiver.records()))
-
-    print(
-        json.dumps(
-            {
-                "orders": dict(statuses),
-                "correlation_ids_sample": ids[:3],
-                "notified": notifier.handled,
-                "received_by_otlp": summary,
-            },
-            indent=2,
+        wait_until(lambda: len({s["traceId"] for _, s in tempo.spans()}) >= args.requests, 30, "traces at Tempo")
+        # span_metrics and service_graph flush every 5 s: wait until they have counted every span
+        span_count = len(tempo.spans())
+        wait_until(
+            lambda: _total(mimir, f'traces_span_metrics_calls_total{{service_name="{SERVICE}"}}') >= span_count,
+            30,
+            "span metrics in Prometheus",
         )
-    )
+        print(_report(statuses, ids, notifier, tempo, loki, mimir))
     return 0
 
 

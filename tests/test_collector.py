@@ -7,7 +7,6 @@ by Prometheus from Debian, which takes the same remote-write protocol and answer
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,9 @@ from demo_services.stack.servers import (
     Collector,
     OtlpReceiver,
     Prometheus,
+    attributes,
     collector_binary,
+    hex_id,
     serve_wsgi,
     wait_until,
 )
@@ -72,37 +73,6 @@ def lgtm() -> Iterator[tuple[Collector, OtlpReceiver, OtlpReceiver, Prometheus]]
             yield collector, tempo, loki, mimir
 
 
-def _attrs(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {i["key"]: next(iter(i["value"].values()), None) for i in items}
-
-
-def _hex(b64: str) -> str:
-    return base64.b64decode(b64).hex()
-
-
-def _spans(receiver: OtlpReceiver) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(resource attributes, span) for every span received."""
-    return [
-        (_attrs(rs["resource"]["attributes"]), span)
-        for r in receiver.records()
-        if r["signal"] == "traces"
-        for rs in r["body"]["resourceSpans"]  # type: ignore[index]
-        for ss in rs["scopeSpans"]
-        for span in ss["spans"]
-    ]
-
-
-def _log_records(receiver: OtlpReceiver) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [
-        (_attrs(rl["resource"]["attributes"]), record)
-        for r in receiver.records()
-        if r["signal"] == "logs"
-        for rl in r["body"]["resourceLogs"]  # type: ignore[index]
-        for sl in rl["scopeLogs"]
-        for record in sl["logRecords"]
-    ]
-
-
 def test_service_telemetry_reaches_tempo_loki_and_mimir_through_the_collector(
     monkeypatch: pytest.MonkeyPatch, lgtm: tuple[Collector, OtlpReceiver, OtlpReceiver, Prometheus]
 ) -> None:
@@ -126,18 +96,20 @@ def test_service_telemetry_reaches_tempo_loki_and_mimir_through_the_collector(
         stdout_trace_ids = {line["trace_id"] for line in tel.log_lines() if line["logger"] == "inventory"}
 
         # traces toward Tempo: every span, with the service's resource, and the trace ids its logs carry
-        wait_until(lambda: len(_spans(tempo)) >= len(tel.spans()), 30, "spans at Tempo")
-        at_tempo = _spans(tempo)
+        wait_until(lambda: len(tempo.spans()) >= len(tel.spans()), 30, "spans at Tempo")
+        at_tempo = tempo.spans()
         assert {resource["service.name"] for resource, _ in at_tempo} == {service}
         assert {resource["telemetry.distro.name"] for resource, _ in at_tempo} == {"otel-kit"}
-        assert {_hex(span["traceId"]) for _, span in at_tempo} == local_trace_ids
+        assert {hex_id(span["traceId"]) for _, span in at_tempo} == local_trace_ids
         assert stdout_trace_ids <= local_trace_ids and len(stdout_trace_ids) == 5
 
         # logs toward Loki's OTLP endpoint, joined to the same traces
-        wait_until(lambda: len(_log_records(loki)) >= 5, 30, "log records at Loki")
-        stock_logs = [rec for res, rec in _log_records(loki) if rec["body"].get("stringValue") == "stock checked"]
-        assert {_hex(rec["traceId"]) for rec in stock_logs} == stdout_trace_ids
-        assert {_attrs(rec["attributes"])["correlation_id"] for rec in stock_logs} == {f"order-{n}" for n in range(5)}
+        wait_until(lambda: len(loki.log_records()) >= 5, 30, "log records at Loki")
+        stock_logs = [rec for res, rec in loki.log_records() if rec["body"].get("stringValue") == "stock checked"]
+        assert {hex_id(rec["traceId"]) for rec in stock_logs} == stdout_trace_ids
+        assert {attributes(rec["attributes"])["correlation_id"] for rec in stock_logs} == {
+            f"order-{n}" for n in range(5)
+        }
 
         # metrics toward Mimir: the service's own histogram, spanmetrics and the service graph, by PromQL
         selector = f'service_name="{service}"'
@@ -149,10 +121,17 @@ def test_service_telemetry_reaches_tempo_loki_and_mimir_through_the_collector(
         }
         for what, promql in queries.items():
             wait_until(lambda q=promql: bool(mimir.query(q)), 60, f"{what} in Prometheus ({promql})")
-    server_spans = [s for s in tel.spans() if s.kind is SpanKind.SERVER]
-    assert len(server_spans) == 5
-    total = sum(float(r["value"][1]) for r in mimir.query(queries["http histogram"]))
-    assert total == 5
+        # the counts, once the connectors' next flush has counted every span
+        spans = len(tel.spans())
+        wait_until(lambda: _total(mimir, queries["spanmetrics calls"]) >= spans, 30, "span metrics to count every span")
+    assert len([s for s in tel.spans() if s.kind is SpanKind.SERVER]) == 5
+    assert _total(mimir, queries["http histogram"]) == 5
+    assert _total(mimir, queries["spanmetrics calls"]) == spans == 15  # 5 x (traced function, client, server)
+    assert _total(mimir, queries["service graph"]) == 5
+
+
+def _total(prometheus: Prometheus, promql: str) -> float:
+    return sum(float(row["value"][1]) for row in prometheus.query(promql))
 
 
 def test_aws_overlay_sends_traces_to_xray_with_service_and_correlation_annotations(

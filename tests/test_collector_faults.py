@@ -15,7 +15,6 @@ from opentelemetry import trace
 
 from demo_services.stack.servers import Collector, OtlpReceiver, free_port, wait_until
 from otel_kit import testing
-from tests.test_collector import _spans
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +58,8 @@ def test_nothing_is_lost_across_a_collector_crash_and_a_backend_outage(
                 assert tel.handle.force_flush(10_000)
                 with OtlpReceiver(grpc_port=tempo_port) as tempo:
                     wanted = set(sent)
-                    wait_until(lambda: wanted <= {s["name"] for _, s in _spans(tempo)}, 60, "every span at Tempo")
-                    received = [s["name"] for _, s in _spans(tempo)]
+                    wait_until(lambda: wanted <= {s["name"] for _, s in tempo.spans()}, 60, "every span at Tempo")
+                    received = [s["name"] for _, s in tempo.spans()]
     assert len(sent) >= 300
     assert set(received) == set(sent)
     print(f"sent {len(sent)} spans, Tempo received {len(received)} ({len(received) - len(set(received))} duplicates)")

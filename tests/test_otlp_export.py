@@ -12,11 +12,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from demo_services.stack.servers import OtlpReceiver, wait_until
+from demo_services.stack.servers import OtlpReceiver, attributes, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,18 +37,6 @@ SERVICE = textwrap.dedent(
     assert otel_kit.shutdown(), "flush did not complete"
     """
 )
-
-
-def _attrs(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        value = item["value"]
-        out[item["key"]] = next(iter(value.values())) if value else None
-    return out
-
-
-def _by_signal(receiver: OtlpReceiver, signal: str) -> list[dict[str, Any]]:
-    return [r["body"] for r in receiver.records() if r["signal"] == signal]  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -78,35 +65,22 @@ def test_spans_metrics_and_logs_arrive_with_resource_attributes(otlp_receiver: O
     )
     assert {r["transport"] for r in otlp_receiver.records()} == {transport}
 
-    span_batches = _by_signal(otlp_receiver, "traces")
-    resource = _attrs(span_batches[0]["resourceSpans"][0]["resource"]["attributes"])
+    received = otlp_receiver.spans()
+    resource = received[0][0]
     assert resource["service.name"] == "checkout"
     assert resource["service.version"] == "1.2.3"
     assert resource["deployment.environment.name"] == "test"
     assert resource["team"] == "payments"
     assert resource["telemetry.distro.name"] == "otel-kit"
-    spans = [s for b in span_batches for rs in b["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    spans = [span for _, span in received]
     assert [s["name"] for s in spans] == ["place_order"]
-    span_attrs = _attrs(spans[0]["attributes"])
+    span_attrs = attributes(spans[0]["attributes"])
     assert span_attrs["correlation_id"] == "corr-otlp-1"
     assert span_attrs["order.id"] == "o-1"
 
-    metric_names = {
-        m["name"]
-        for b in _by_signal(otlp_receiver, "metrics")
-        for rm in b["resourceMetrics"]
-        for sm in rm["scopeMetrics"]
-        for m in sm["metrics"]
-    }
-    assert "shop.orders.placed" in metric_names
+    assert "shop.orders.placed" in {metric["name"] for _, metric in otlp_receiver.metrics()}
 
-    records = [
-        r
-        for b in _by_signal(otlp_receiver, "logs")
-        for rl in b["resourceLogs"]
-        for sl in rl["scopeLogs"]
-        for r in sl["logRecords"]
-    ]
+    records = [record for _, record in otlp_receiver.log_records()]
     order_log = next(r for r in records if r["body"].get("stringValue") == "order placed")
     assert order_log["traceId"] == spans[0]["traceId"]
-    assert _attrs(order_log["attributes"])["correlation_id"] == "corr-otlp-1"
+    assert attributes(order_log["attributes"])["correlation_id"] == "corr-otlp-1"

@@ -264,6 +264,40 @@ class OtlpReceiver(_ChildServer):
             if line.strip():
                 yield json.loads(line)
 
+    def _items(self, signal: str, resource_key: str, scope_key: str, item_key: str) -> list[tuple[dict[str, Any], Any]]:
+        return [
+            (attributes(group["resource"].get("attributes", [])), item)
+            for r in self.records()
+            if r["signal"] == signal
+            for group in r["body"].get(resource_key, [])
+            for scope in group.get(scope_key, [])
+            for item in scope.get(item_key, [])
+        ]
+
+    def spans(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(resource attributes, span as OTLP JSON) for every span received."""
+        return self._items("traces", "resourceSpans", "scopeSpans", "spans")
+
+    def log_records(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(resource attributes, log record as OTLP JSON) for every log record received."""
+        return self._items("logs", "resourceLogs", "scopeLogs", "logRecords")
+
+    def metrics(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(resource attributes, metric as OTLP JSON) for every metric received."""
+        return self._items("metrics", "resourceMetrics", "scopeMetrics", "metrics")
+
+
+def attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """OTLP JSON key/value list to a plain dict."""
+    return {i["key"]: next(iter(i["value"].values()), None) for i in items}
+
+
+def hex_id(b64: str) -> str:
+    """A trace or span id from OTLP JSON (base64) as lowercase hex."""
+    import base64
+
+    return base64.b64decode(b64).hex()
+
 
 @contextlib.contextmanager
 def serve_asgi(app: object, port: int | None = None) -> Iterator[str]:

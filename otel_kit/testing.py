@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_kit._internal import main
-from otel_kit._internal.selfmetrics import COUNTS
+from otel_kit._internal.selfmetrics import fresh_counts
 
 __all__ = ["Capture", "capture", "reset"]
 
@@ -84,7 +84,7 @@ def reset() -> None:
     metrics_internal._METER_PROVIDER = None
     logs_internal._LOGGER_PROVIDER_SET_ONCE = Once()
     logs_internal._LOGGER_PROVIDER = None
-    COUNTS.reset()
+    fresh_counts()
 
 
 @contextmanager

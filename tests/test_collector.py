@@ -41,11 +41,14 @@ def _validate(*configs: Path, env: dict[str, str] | None = None) -> subprocess.C
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
-@pytest.mark.parametrize("overlay", ["lgtm.yaml", "aws.yaml"])
-def test_shipped_configs_validate(overlay: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "overlays", [["lgtm.yaml"], ["aws.yaml"], ["lgtm.yaml", "auth.yaml"], ["aws.yaml", "auth.yaml"]]
+)
+def test_shipped_configs_validate(overlays: list[str], tmp_path: Path) -> None:
     import os
 
-    result = _validate(CONFIG / "base.yaml", CONFIG / overlay, env={**os.environ, "OTELCOL_STORAGE_DIR": str(tmp_path)})
+    env = {**os.environ, "OTELCOL_STORAGE_DIR": str(tmp_path), "OTELCOL_BEARER_TOKEN": "t"}
+    result = _validate(CONFIG / "base.yaml", *(CONFIG / o for o in overlays), env=env)
     assert result.returncode == 0, result.stderr
 
 
@@ -176,3 +179,33 @@ def _boto_args(env: dict[str, str]) -> dict[str, str]:
         "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
     }
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_auth_overlay_refuses_senders_without_the_bearer_token(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    with OtlpReceiver() as tempo, OtlpReceiver() as loki:
+        env = {
+            "OTELCOL_BEARER_TOKEN": "s3cret-token",
+            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{tempo.grpc_port}",
+            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{loki.http_port}/otlp",
+        }
+        with Collector(["lgtm.yaml", "auth.yaml"], env) as collector:
+            port = collector.grpc_port if protocol == "grpc" else collector.http_port
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+            sent = {}
+            for who, headers in (("stranger", None), ("friend", "authorization=Bearer s3cret-token")):
+                if headers:
+                    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+                with testing.capture(who, traces_exporter="otlp", shutdown_timeout_ms=3000) as tel:
+                    otel_kit.traced(lambda: None, name=f"{who} span")()
+                    tel.handle.force_flush(5000)
+                    failed = tel.metrics().get("otel_kit.export.failed")
+                    points = failed.data.data_points if failed else []
+                    sent[who] = {p.attributes["signal"]: p.value for p in points}  # type: ignore[attr-defined]
+            wait_until(lambda: any(s["name"] == "friend span" for _, s in tempo.spans()), 30, "the friend's span")
+            names = {s["name"] for _, s in tempo.spans()}
+    assert names == {"friend span"}
+    assert sent["friend"] == {}
+    assert sent["stranger"] == {"traces": 1}  # the refused span is counted, over gRPC and HTTP alike

@@ -18,7 +18,7 @@ from opentelemetry.trace import format_trace_id
 import otel_kit
 from otel_kit import testing
 from otel_kit._internal.correlation import valid_correlation_id
-from otel_kit._internal.selfmetrics import COUNTS, PROPAGATION_REJECTED
+from otel_kit._internal.selfmetrics import PROPAGATION_REJECTED, counts
 from tests.asgi import call as _call
 from tests.asgi import ping_app as _app
 
@@ -77,7 +77,7 @@ def test_malformed_trace_header_starts_a_fresh_trace_and_is_counted(
     server = next(s for s in tel.spans() if s.kind is trace.SpanKind.SERVER)
     assert server.parent is None
     assert server.context.trace_id != 0
-    assert COUNTS.get(PROPAGATION_REJECTED, header.decode()) >= 1
+    assert counts().get(PROPAGATION_REJECTED, header.decode()) >= 1
     assert tel.metrics()["otel_kit.propagation.rejected"].data.data_points  # type: ignore[union-attr]
 
 

@@ -72,3 +72,5 @@ def test_export_failures_are_counted_per_exporter(monkeypatch: pytest.MonkeyPatc
             assert exported is not None
             failed = [p for p in exported.data.data_points if p.attributes.get("error.type")]  # type: ignore[attr-defined]
             assert sum(p.value for p in failed) == 1  # type: ignore[attr-defined]
+            ours = tel.metrics()["otel_kit.export.failed"].data.data_points
+            assert {p.attributes["signal"]: p.value for p in ours} == {"traces": 1}  # type: ignore[attr-defined]

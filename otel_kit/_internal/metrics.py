@@ -30,7 +30,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_kit._internal import otlp
 from otel_kit._internal.config import ConfigProblem, Settings
-from otel_kit._internal.selfmetrics import COUNTS, SERIES_OVERFLOW
+from otel_kit._internal.selfmetrics import SERIES_OVERFLOW, counts
 
 __all__ = [
     "HTTP_CLIENT_DURATION",
@@ -100,7 +100,7 @@ def _guard_series(limit: int) -> None:
                 if keys is not None:
                     attributes = {k: v for k, v in attributes.items() if k in keys}
                 if _vim._hash_attributes(attributes) not in series:
-                    COUNTS.add(SERIES_OVERFLOW, self._name)
+                    counts().add(SERIES_OVERFLOW, self._name)
                     measurement = dataclasses.replace(measurement, attributes={OVERFLOW_ATTRIBUTE: True})
             original(self, measurement, should_sample_exemplar)
 

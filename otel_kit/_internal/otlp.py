@@ -3,15 +3,26 @@
 The endpoint is always passed explicitly (validated by ``config``), so a malformed URL in the environment falls
 back to the default instead of breaking the exporter. Headers, TLS certificates, compression and timeouts are
 still read by the SDK exporters from the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+
+Every exporter is wrapped to count the items of each failed export in ``otel_kit.export.failed`` {signal}: the
+SDK's own ``otel.sdk.exporter.*`` metrics miss one case (SDK 1.45: a collector's HTTP 401 or 400 counts there as
+a success), and a refused batch must never vanish uncounted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_kit._internal.config import Settings
+from otel_kit._internal.selfmetrics import EXPORT_FAILED, counts
 
 __all__ = ["log_exporter", "metric_exporter", "span_exporter"]
 
@@ -20,7 +31,86 @@ def _insecure(endpoint: str) -> bool:
     return endpoint.startswith("http://")
 
 
-def span_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> Any:
+class CountingSpanExporter(SpanExporter):
+    """Delegates to ``inner``; counts the spans of every export that does not succeed."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self._counts = counts()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self._counts.add(EXPORT_FAILED, "traces", len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingLogExporter(LogRecordExporter):
+    """Delegates to ``inner``; counts the log records of every export that does not succeed."""
+
+    def __init__(self, inner: LogRecordExporter) -> None:
+        self.inner = inner
+        self._counts = counts()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        result = self.inner.export(batch)
+        if result is not LogRecordExportResult.SUCCESS:
+            self._counts.add(EXPORT_FAILED, "logs", len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()  # type: ignore[no-untyped-call]  # untyped upstream
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+class CountingMetricExporter(MetricExporter):
+    """Delegates to ``inner`` (keeping its temporality and aggregation); counts the data points of failed exports."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(inner._preferred_temporality, inner._preferred_aggregation)
+        self.inner = inner
+        self._counts = counts()
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is not MetricExportResult.SUCCESS:
+            points = sum(
+                len(metric.data.data_points)
+                for rm in metrics_data.resource_metrics
+                for sm in rm.scope_metrics
+                for metric in sm.metrics
+            )
+            self._counts.add(EXPORT_FAILED, "metrics", points)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def span_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> SpanExporter:
+    return CountingSpanExporter(_span_exporter(settings, meter_provider))
+
+
+def metric_exporter(settings: Settings) -> MetricExporter:
+    return CountingMetricExporter(_metric_exporter(settings))
+
+
+def log_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> LogRecordExporter:
+    return CountingLogExporter(_log_exporter(settings, meter_provider))
+
+
+def _span_exporter(settings: Settings, meter_provider: MeterProvider | None) -> Any:
     endpoint = settings.otlp_endpoint("traces")
     if settings.otlp_protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -31,7 +121,7 @@ def span_exporter(settings: Settings, meter_provider: MeterProvider | None = Non
     return HTTPSpanExporter(endpoint=endpoint, meter_provider=meter_provider)
 
 
-def metric_exporter(settings: Settings) -> Any:
+def _metric_exporter(settings: Settings) -> Any:
     endpoint = settings.otlp_endpoint("metrics")
     if settings.otlp_protocol("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -44,7 +134,7 @@ def metric_exporter(settings: Settings) -> Any:
     return HTTPMetricExporter(endpoint=endpoint)
 
 
-def log_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> Any:
+def _log_exporter(settings: Settings, meter_provider: MeterProvider | None) -> Any:
     endpoint = settings.otlp_endpoint("logs")
     if settings.otlp_protocol("logs") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter

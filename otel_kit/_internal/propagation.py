@@ -35,7 +35,7 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_kit._internal import correlation
-from otel_kit._internal.selfmetrics import COUNTS, PROPAGATION_REJECTED
+from otel_kit._internal.selfmetrics import PROPAGATION_REJECTED, counts
 
 __all__ = ["CorrelationPropagator", "HardenedPropagator", "build_propagator", "install_log_guards"]
 
@@ -73,11 +73,11 @@ class CorrelationPropagator(TextMapPropagator):
             cid = correlation.valid_correlation_id(raw)
             if cid is not None:
                 return correlation.with_correlation_id(cid, context)
-            COUNTS.add(PROPAGATION_REJECTED, header.lower())
+            counts().add(PROPAGATION_REJECTED, header.lower())
         if baggage.get_baggage(correlation.BAGGAGE_KEY, context) is not None and (
             correlation.get_correlation_id(context) is None
         ):
-            COUNTS.add(PROPAGATION_REJECTED, "baggage")
+            counts().add(PROPAGATION_REJECTED, "baggage")
         return correlation.ensure_correlation_id(context)
 
     def inject(
@@ -115,10 +115,10 @@ class HardenedPropagator(TextMapPropagator):
             try:
                 ctx = propagator.extract(carrier, ctx, getter=getter)
             except Exception:
-                COUNTS.add(PROPAGATION_REJECTED, trace_header or type(propagator).__name__)
+                counts().add(PROPAGATION_REJECTED, trace_header or type(propagator).__name__)
                 continue
             if trace_header and _span_context(ctx) == before and _first(getter, carrier, trace_header):
-                COUNTS.add(PROPAGATION_REJECTED, trace_header.lower())
+                counts().add(PROPAGATION_REJECTED, trace_header.lower())
         return ctx
 
     def inject(
@@ -155,7 +155,7 @@ class _NoRawHeaderValues(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "baggage" in record.name:  # malformed X-Ray headers are counted by HardenedPropagator
-            COUNTS.add(PROPAGATION_REJECTED, "baggage")
+            counts().add(PROPAGATION_REJECTED, "baggage")
         record.msg = "ignored a malformed or oversized %s header entry"
         record.args = ("baggage" if "baggage" in record.name else "X-Amzn-Trace-Id",)
         return record.levelno >= logging.WARNING

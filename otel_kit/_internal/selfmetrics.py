@@ -5,10 +5,12 @@ observable counters when a metric reader collects:
 
 - ``otel_kit.propagation.rejected`` {header}: incoming context headers that were malformed and ignored;
 - ``otel_kit.metric.series_overflow`` {metric}: measurements folded into the overflow series of a metric
-  that reached its series limit.
+  that reached its series limit;
+- ``otel_kit.export.failed`` {signal}: spans, log records and metric data points whose export failed
+  (refused, unreachable, timed out) and were dropped after the exporter's own retries.
 
-Items dropped by the export pipeline (queue full, export failed) are counted by the OpenTelemetry SDK's own
-``otel.sdk.*`` metrics, which ``init()`` switches on.
+Items dropped because a batch queue was full are counted by the OpenTelemetry SDK's own ``otel.sdk.*`` metrics,
+which ``init()`` switches on.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["COUNTS", "SelfCounts", "register"]
+__all__ = ["SelfCounts", "counts", "fresh_counts", "register"]
 
 PROPAGATION_REJECTED = "otel_kit.propagation.rejected"
 SERIES_OVERFLOW = "otel_kit.metric.series_overflow"
+EXPORT_FAILED = "otel_kit.export.failed"
 
 
 class SelfCounts:
@@ -44,20 +47,29 @@ class SelfCounts:
         with self._lock:
             return [(label, n) for (counter, label), n in self._counts.items() if counter == name]
 
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
+
+_counts = SelfCounts()
 
 
-COUNTS = SelfCounts()
+def counts() -> SelfCounts:
+    """The counts of the running ``init()``."""
+    return _counts
+
+
+def fresh_counts() -> SelfCounts:
+    """Start new counts (a new ``init()`` after a reset); exporters left over from before keep their old ones."""
+    global _counts
+    _counts = SelfCounts()
+    return _counts
 
 
 def register(meter: Meter) -> None:
-    """Expose the counts as observable counters on ``meter``."""
+    """Expose the current counts as observable counters on ``meter``."""
+    current = _counts
 
     def observer(name: str, key: str) -> object:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(n, {key: label}) for label, n in COUNTS.items(name)]
+            return [Observation(n, {key: label}) for label, n in current.items(name)]
 
         return observe
 
@@ -66,6 +78,12 @@ def register(meter: Meter) -> None:
         callbacks=[observer(PROPAGATION_REJECTED, "header")],  # type: ignore[list-item]
         unit="{header}",
         description="Incoming context headers that were malformed and ignored.",
+    )
+    meter.create_observable_counter(
+        EXPORT_FAILED,
+        callbacks=[observer(EXPORT_FAILED, "signal")],  # type: ignore[list-item]
+        unit="{item}",
+        description="Spans, log records and metric data points dropped because their export failed.",
     )
     meter.create_observable_counter(
         SERIES_OVERFLOW,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from opentelemetry import metrics
 
 import otel_kit
 from demo_services.stack.servers import OtlpReceiver, wait_until
@@ -69,6 +70,7 @@ def test_unknown_exporter_is_reported_and_otlp_used_instead(
     with testing.capture("svc", **{f"{signal}_exporter": None}) as tel:
         with otel_kit.correlation_scope():
             otel_kit.traced(lambda: None)()
+            metrics.get_meter("svc").create_counter("svc.calls").add(1)
         assert tel.handle.force_flush(5000)
         wait_until(lambda: any(r["signal"] == signal for r in otlp_receiver.records()), 10, f"{signal} export")
     _assert_one_clear_message(tel, tel.handle.problems, variable, value, allowed)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
@@ -61,26 +61,40 @@ def xray_trace_id(trace_id: int) -> str:
 
 
 class TelemetryContextFilter(logging.Filter):
-    """Adds the service and the current trace and correlation ids to each record. Never rejects a record."""
+    """Adds the service and the current trace and correlation ids to each record. Never rejects a record.
+
+    Cost: a context lookup per line; the id strings are formatted once per span and reused for its other lines.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._last: tuple[int, int, str, str, str] = (0, 0, "", "", "")  # trace, span, and their strings
+
+    def _ids(self, trace_id: int, span_id: int) -> tuple[int, int, str, str, str]:
+        last = self._last
+        if last[0] == trace_id and last[1] == span_id:
+            return last
+        hex_trace = format_trace_id(trace_id)
+        ids = (trace_id, span_id, hex_trace, format_span_id(span_id), f"1-{hex_trace[:8]}-{hex_trace[8:]}")
+        self._last = ids  # one tuple assignment: safe to share between threads
+        return ids
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
-        if getattr(record, "trace_id", None) is None:
+        given = getattr(record, "trace_id", None)
+        if given is None:
             ctx = trace.get_current_span().get_span_context()
             if ctx.is_valid:
-                record.trace_id = format_trace_id(ctx.trace_id)
-                record.span_id = format_span_id(ctx.span_id)
+                _, _, record.trace_id, record.span_id, record.xray_trace_id = self._ids(ctx.trace_id, ctx.span_id)
             else:
-                record.trace_id = record.span_id = None
-        if getattr(record, "xray_trace_id", None) is None:
-            trace_id = getattr(record, "trace_id", None)
-            record.xray_trace_id = xray_trace_id(int(trace_id, 16)) if isinstance(trace_id, str) else None
+                record.trace_id = record.span_id = record.xray_trace_id = None
+        elif getattr(record, "xray_trace_id", None) is None and isinstance(given, str):
+            record.xray_trace_id = f"1-{given[:8]}-{given[8:]}"
         if getattr(record, "correlation_id", None) is None:
-            record.correlation_id = correlation.get_correlation_id()
+            # validated when it entered the context; JSON escaping keeps any value on its one line regardless
+            cid = baggage.get_baggage(correlation.BAGGAGE_KEY)
+            record.correlation_id = cid if isinstance(cid, str) else None
         return True
 
 
@@ -116,7 +130,7 @@ def build_logger_provider(
     provider = LoggerProvider(resource=resource)
     for name in settings.logs_exporter:
         exporter = otlp.log_exporter(settings, meter_provider) if name == "otlp" else ConsoleLogRecordExporter()
-        provider.add_log_record_processor(BatchLogRecordProcessor(exporter, meter_provider=meter_provider))
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     for processor in extra_processors:
         provider.add_log_record_processor(processor)
     return provider

@@ -35,8 +35,6 @@ _atexit_registered = False
 
 # Defaults the toolkit sets for the SDK and the contrib instrumentations (a value already set wins):
 _SDK_DEFAULTS = {
-    # count dropped and failed items in otel.sdk.* metrics
-    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
     # stable HTTP semantic conventions: http.server.request.duration in seconds, http.request.method, ...
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
 }
@@ -185,6 +183,7 @@ def _build(
             set_logger_provider(handle.logger_provider)
         propagate.set_global_textmap(build_propagator())
         install_log_guards()
+        selfmetrics.count_queue_drops()
 
     logs.install_handlers(settings, service, handle.logger_provider, log_stream)
     for problem in problems:

@@ -7,25 +7,30 @@ observable counters when a metric reader collects:
 - ``otel_kit.metric.series_overflow`` {metric}: measurements folded into the overflow series of a metric
   that reached its series limit;
 - ``otel_kit.export.failed`` {signal}: spans, log records and metric data points whose export failed
-  (refused, unreachable, timed out) and were dropped after the exporter's own retries.
+  (refused, unreachable, timed out) and were dropped after the exporter's own retries;
+- ``otel_kit.queue.dropped`` {signal}: spans and log records dropped because the batch queue was full (the
+  collector is slower than the application, or gone).
 
-Items dropped because a batch queue was full are counted by the OpenTelemetry SDK's own ``otel.sdk.*`` metrics,
-which ``init()`` switches on.
+The SDK's own ``otel.sdk.*`` metrics count some of this too, but cost about 20 us per span (more than the span
+itself), so ``init()`` leaves them off; ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true`` turns them on.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["SelfCounts", "counts", "fresh_counts", "register"]
+__all__ = ["SelfCounts", "count_queue_drops", "counts", "fresh_counts", "register"]
 
 PROPAGATION_REJECTED = "otel_kit.propagation.rejected"
 SERIES_OVERFLOW = "otel_kit.metric.series_overflow"
 EXPORT_FAILED = "otel_kit.export.failed"
+QUEUE_DROPPED = "otel_kit.queue.dropped"
 
 
 class SelfCounts:
@@ -63,6 +68,41 @@ def fresh_counts() -> SelfCounts:
     return _counts
 
 
+class _QueueFullCounter(logging.Filter):
+    """Counts the SDK batch processors' "Queue full, dropping Span/Log." warnings, one per dropped item.
+
+    The SDK writes that warning for every item it drops; counting it costs nothing while the queue has room. In a
+    drop storm only one warning per ``quiet_seconds`` is let through: the count is in the metric.
+    """
+
+    def __init__(self, quiet_seconds: float = 10.0) -> None:
+        super().__init__()
+        self._quiet = quiet_seconds
+        self._last_shown = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith("Queue full, dropping")):
+            return True
+        kind = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        _counts.add(QUEUE_DROPPED, "traces" if kind == "Span" else "logs")
+        now = time.monotonic()
+        if now - self._last_shown < self._quiet:
+            return False
+        self._last_shown = now
+        return True
+
+
+_BATCH_LOGGER = "opentelemetry.sdk._shared_internal"
+
+
+def count_queue_drops() -> None:
+    """Count items dropped by full batch queues (installed once, by ``init()``)."""
+    logger = logging.getLogger(_BATCH_LOGGER)
+    if not any(isinstance(f, _QueueFullCounter) for f in logger.filters):
+        # first: the SDK's own DuplicateFilter on this logger would hide repeats from any filter after it
+        logger.filters.insert(0, _QueueFullCounter())
+
+
 def register(meter: Meter) -> None:
     """Expose the current counts as observable counters on ``meter``."""
     current = _counts
@@ -84,6 +124,12 @@ def register(meter: Meter) -> None:
         callbacks=[observer(EXPORT_FAILED, "signal")],  # type: ignore[list-item]
         unit="{item}",
         description="Spans, log records and metric data points dropped because their export failed.",
+    )
+    meter.create_observable_counter(
+        QUEUE_DROPPED,
+        callbacks=[observer(QUEUE_DROPPED, "signal")],  # type: ignore[list-item]
+        unit="{item}",
+        description="Spans and log records dropped because the batch queue was full.",
     )
     meter.create_observable_counter(
         SERIES_OVERFLOW,

@@ -2,9 +2,9 @@
 
 Processors run in this order on every span:
 
-1. ``CorrelationSpanProcessor`` stamps ``correlation_id`` on the span when it starts;
-2. ``ErrorLogSpanProcessor`` writes one ERROR log line, with the stack, for a span that ends in error;
-3. a ``BatchSpanProcessor`` per exporter (bounded queue, background export: a dead collector never blocks).
+1. ``KitSpanProcessor``: when a span starts, stamps ``correlation_id`` on it; when a span ends in error, writes
+   one ERROR log line with the stack (one processor for both jobs: every processor costs a call per span);
+2. a ``BatchSpanProcessor`` per exporter (bounded queue, background export: a dead collector never blocks).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
@@ -25,7 +26,7 @@ from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
 
-__all__ = ["CorrelationSpanProcessor", "ErrorLogSpanProcessor", "build_sampler", "build_tracer_provider"]
+__all__ = ["KitSpanProcessor", "build_sampler", "build_tracer_provider"]
 
 CORRELATION_ATTRIBUTE = "correlation_id"
 
@@ -44,21 +45,14 @@ def build_sampler(settings: Settings) -> sampling.Sampler:
     return root
 
 
-class CorrelationSpanProcessor(SpanProcessor):
-    """Sets the ``correlation_id`` attribute on each span from the baggage of its parent context."""
+class KitSpanProcessor(SpanProcessor):
+    """Stamps the correlation id on each span, and logs a span's error once.
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        cid = correlation.get_correlation_id(parent_context)
-        if cid is not None:
-            span.set_attribute(CORRELATION_ATTRIBUTE, cid)
-
-
-class ErrorLogSpanProcessor(SpanProcessor):
-    """Logs a span's error once: at the innermost span that recorded it, with the recorded stack.
-
-    An exception that propagates through nested spans is recorded on each of them; the (trace, type, message)
-    key of the last 1024 errors is remembered so only the first span to end logs it. Cost: nothing for spans
-    that end without error.
+    On start: the ``correlation_id`` attribute from the baggage of the parent context (validated when it entered
+    the context). On end: an error is logged at the innermost span that recorded it, with the recorded stack. An
+    exception that propagates through nested spans is recorded on each of them; the (trace, type, message) key
+    of the last 1024 errors is remembered so only the first span to end logs it. Cost: a baggage lookup per span
+    start, a status check per span end.
     """
 
     def __init__(self, logger_name: str = "otel_kit.errors", remember: int = 1024) -> None:
@@ -66,6 +60,11 @@ class ErrorLogSpanProcessor(SpanProcessor):
         self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        cid = baggage.get_baggage(correlation.BAGGAGE_KEY, parent_context)
+        if isinstance(cid, str):
+            span.set_attribute(CORRELATION_ATTRIBUTE, cid)
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.status.status_code is not StatusCode.ERROR or span.context is None:
@@ -107,13 +106,12 @@ def build_tracer_provider(
 ) -> TracerProvider:
     """A provider with X-Ray-compatible ids, the configured sampler, and one batch processor per exporter."""
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings), id_generator=AwsXRayIdGenerator())
-    provider.add_span_processor(CorrelationSpanProcessor())
-    provider.add_span_processor(ErrorLogSpanProcessor())
+    provider.add_span_processor(KitSpanProcessor())
     for name in settings.traces_exporter:
         exporter: SpanExporter = (
             otlp.span_exporter(settings, meter_provider) if name == "otlp" else ConsoleSpanExporter()
         )
-        provider.add_span_processor(BatchSpanProcessor(exporter, meter_provider=meter_provider))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     for processor in extra_processors:
         provider.add_span_processor(processor)
     return provider

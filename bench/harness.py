@@ -1,0 +1,91 @@
+"""Shared by the benchmarks: interleaved repetitions, medians, ratios, and the JSON and PNG each one saves.
+
+Every benchmark measures its variants side by side in one run: repetition r runs every variant once, in an
+order rotated by r, so drift on a noisy machine (CPU frequency, other load) hits all variants alike. Results
+are medians over the repetitions; ratios compare medians.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[], dict[str, float]]], repetitions: int, label: str = ""
+) -> dict[str, list[dict[str, float]]]:
+    """Run each variant ``repetitions`` times, rotating the order; returns every measurement per variant."""
+    names = list(variants)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    total = repetitions * len(names)
+    done = 0
+    for rep in range(repetitions):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            runs[name].append(variants[name]())
+            done += 1
+            print(f"\r{label} {done}/{total} runs", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return runs
+
+
+def medians(runs: Mapping[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The median of every figure of every variant."""
+    return {
+        name: {key: statistics.median(m[key] for m in measurements) for key in measurements[0]}
+        for name, measurements in runs.items()
+        if measurements
+    }
+
+
+def save(name: str, result: dict[str, Any], plot: Callable[[Any], None] | None = None, out: Path = RESULTS) -> Path:
+    """Write ``<name>.json`` (with the machine it ran on) and, given a plot function, ``<name>.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        **result,
+    }
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        plot(ax)
+        ax.set_title(name.replace("_", " "))
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+    return path
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def bar_plot(ax: Any, groups: Mapping[str, Mapping[str, float]], ylabel: str) -> None:
+    """Grouped bars: one group per outer key, one bar per inner key."""
+    outer = list(groups)
+    inner = list(next(iter(groups.values())))
+    width = 0.8 / len(inner)
+    for i, key in enumerate(inner):
+        xs = [g + i * width for g in range(len(outer))]
+        ax.bar(xs, [groups[o][key] for o in outer], width, label=key)
+    ax.set_xticks([g + width * (len(inner) - 1) / 2 for g in range(len(outer))], outer)
+    ax.set_ylabel(ylabel)
+    ax.legend()

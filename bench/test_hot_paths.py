@@ -1,0 +1,111 @@
+"""Hot paths, measured by pytest-benchmark (run through ``bench/hot_paths.py``, which repeats the session).
+
+Raw-SDK variants come first in this file: ``init()`` later installs the series guard on the SDK's aggregation,
+so measuring the raw SDK after it would measure the guard too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+ATTRS = {"http.request.method": "GET", "http.route": "/orders/{id}", "http.response.status_code": 200}
+
+
+class NullExporter(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _span(tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("op"):
+        pass
+
+
+def test_span_raw_sdk(benchmark: Any) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    benchmark(_span, provider.get_tracer("bench"))
+    provider.shutdown()
+
+
+def test_histogram_raw_sdk(benchmark: Any) -> None:
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    hist = provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
+    benchmark(hist.record, 0.042, ATTRS)
+    provider.shutdown()
+
+
+def test_histogram_prometheus_client(benchmark: Any) -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    hist = Histogram(
+        "http_server_request_duration_seconds",
+        "duration",
+        ["http_request_method", "http_route", "http_response_status_code"],
+        registry=CollectorRegistry(),
+    )
+    benchmark(lambda: hist.labels("GET", "/orders/{id}", "200").observe(0.042))
+
+
+def _null_logger(name: str, with_context: bool) -> logging.Logger:
+    from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
+
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115  # closed with the process
+    handler.setFormatter(json_formatter())
+    if with_context:
+        handler.addFilter(TelemetryContextFilter("bench"))
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_log_line_without_context(benchmark: Any) -> None:
+    logger = _null_logger("bench.plain", with_context=False)
+    benchmark(logger.info, "order %s placed", "o-1")
+
+
+@pytest.fixture(scope="module")
+def kit() -> Iterator[Any]:
+    import otel_kit
+    from otel_kit import testing
+
+    testing.reset()
+    handle = otel_kit.init(
+        "bench",
+        traces_exporter="none",
+        metrics_exporter="none",
+        logs_exporter="none",
+        log_stdout=False,
+        span_processors=[BatchSpanProcessor(NullExporter())],
+        metric_readers=[InMemoryMetricReader()],
+    )
+    with otel_kit.correlation_scope("bench-1"):
+        yield handle
+    testing.reset()
+
+
+def test_span_otel_kit(benchmark: Any, kit: Any) -> None:
+    benchmark(_span, kit.tracer_provider.get_tracer("bench"))
+
+
+def test_histogram_otel_kit(benchmark: Any, kit: Any) -> None:
+    hist = kit.meter_provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
+    benchmark(hist.record, 0.042, ATTRS)
+
+
+def test_log_line_with_context(benchmark: Any, kit: Any) -> None:
+    logger = _null_logger("bench.context", with_context=True)
+    with kit.tracer_provider.get_tracer("bench").start_as_current_span("request"):
+        benchmark(logger.info, "order %s placed", "o-1")

@@ -18,7 +18,7 @@ the SDK's own warning messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -37,7 +37,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from otel_kit._internal import correlation
 from otel_kit._internal.selfmetrics import PROPAGATION_REJECTED, counts
 
-__all__ = ["CorrelationPropagator", "HardenedPropagator", "build_propagator", "install_log_guards"]
+__all__ = [
+    "CorrelationPropagator",
+    "HardenedPropagator",
+    "build_propagator",
+    "install_log_guards",
+    "lower_case_getter",
+]
 
 _log = logging.getLogger("otel_kit.propagation")
 
@@ -54,6 +60,20 @@ def _first(getter: Getter[CarrierT], carrier: CarrierT, *names: str) -> str | No
                 value = values[0] if isinstance(values, (list, tuple)) else values
                 return value if isinstance(value, str) else str(value)
     return None
+
+
+class _LowerCaseGetter(Getter[Mapping[str, str]]):
+    """Header lookup in a dict whose keys were lower-cased once (HTTP header names are case-insensitive)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key.lower())
+        return [value] if value is not None else None
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+lower_case_getter = _LowerCaseGetter()
 
 
 class CorrelationPropagator(TextMapPropagator):

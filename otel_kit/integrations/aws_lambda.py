@@ -15,29 +15,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
 
 from otel_kit._internal import correlation
+from otel_kit._internal.propagation import lower_case_getter
 
 __all__ = ["lambda_handler"]
 
 H = TypeVar("H", bound=Callable[..., Any])
 _cold_start = True
-
-
-class _LowerCaseGetter(Getter[Mapping[str, str]]):
-    """Header lookup for a carrier whose keys were lower-cased (API Gateway sends either case)."""
-
-    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
-        value = carrier.get(key.lower())
-        return [value] if value is not None else None
-
-    def keys(self, carrier: Mapping[str, str]) -> list[str]:
-        return list(carrier)
-
-
-_lower_case_getter = _LowerCaseGetter()
 
 
 def _carrier(event: Any) -> dict[str, str]:
@@ -61,7 +47,7 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
             global _cold_start
             cold, _cold_start = _cold_start, False
             carrier = _carrier(event)
-            ctx = propagate.extract(carrier, getter=_lower_case_getter)
+            ctx = propagate.extract(carrier, getter=lower_case_getter)
             is_http = isinstance(event, Mapping) and isinstance(event.get("headers"), Mapping)
             attrs: dict[str, Any] = {
                 "faas.trigger": "http" if is_http else "other",

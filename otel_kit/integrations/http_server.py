@@ -1,14 +1,14 @@
-"""HTTP servers: the correlation id middleware (ASGI and WSGI) around the contrib server instrumentations.
+"""HTTP servers: picking the request's correlation id, and the WSGI middleware around the contrib Flask one.
 
-The middleware sits outermost. It picks the request's correlation id (``X-Correlation-ID``, else
-``X-Request-ID``, else the ``correlation_id`` baggage entry, else a fresh one; malformed values are replaced),
-writes it back into the request as ``X-Correlation-ID`` so the tracing middleware inside extracts the same id,
-and echoes it on the response, error responses included.
+The correlation id is ``X-Correlation-ID``, else ``X-Request-ID``, else the ``correlation_id`` baggage entry,
+else a fresh one; malformed values are replaced. The middleware sits outermost, writes the id back into the
+request as ``X-Correlation-ID`` so the tracing middleware inside extracts the same id, and echoes it on the
+response, error responses included. (ASGI apps get ``asgi.OtelKitASGIMiddleware``, which does both jobs.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry.context import Context
@@ -17,9 +17,9 @@ from opentelemetry.propagators.textmap import Getter
 from otel_kit._internal import correlation
 from otel_kit._internal.propagation import CorrelationPropagator
 
-__all__ = ["CorrelationASGIMiddleware", "CorrelationWSGIMiddleware", "incoming_correlation_id"]
+__all__ = ["HEADER_BYTES", "CorrelationWSGIMiddleware", "incoming_correlation_id"]
 
-_HEADER_BYTES = correlation.HEADER.lower().encode("latin-1")
+HEADER_BYTES = correlation.HEADER.lower().encode("latin-1")
 _propagator = CorrelationPropagator()
 
 
@@ -34,16 +34,6 @@ def incoming_correlation_id(carrier: Any, getter: Getter[Any]) -> str:
     return correlation.get_correlation_id(_propagator.extract(carrier, ctx, getter=getter)) or ""
 
 
-class _ScopeGetter(Getter[MutableMapping[str, Any]]):
-    def get(self, carrier: MutableMapping[str, Any], key: str) -> list[str] | None:
-        name = key.lower().encode("latin-1")
-        values = [v.decode("latin-1") for k, v in carrier.get("headers") or () if k.lower() == name]
-        return values or None
-
-    def keys(self, carrier: MutableMapping[str, Any]) -> list[str]:
-        return [k.decode("latin-1") for k, _ in carrier.get("headers") or ()]
-
-
 class _EnvironGetter(Getter[MutableMapping[str, Any]]):
     def get(self, carrier: MutableMapping[str, Any], key: str) -> list[str] | None:
         value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
@@ -53,41 +43,7 @@ class _EnvironGetter(Getter[MutableMapping[str, Any]]):
         return [k for k in carrier if k.startswith("HTTP_")]
 
 
-_scope_getter = _ScopeGetter()
 _environ_getter = _EnvironGetter()
-
-ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
-]
-
-
-class CorrelationASGIMiddleware:
-    """ASGI middleware: one correlation id per HTTP request, echoed in the ``X-Correlation-ID`` response header."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-    ) -> None:
-        if scope.get("type") != "http":
-            await self.app(scope, receive, send)
-            return
-        cid = incoming_correlation_id(scope, _scope_getter)
-        value = cid.encode("latin-1")
-        headers = [(k, v) for k, v in scope.get("headers") or () if k.lower() != _HEADER_BYTES]
-        scope = dict(scope, headers=[*headers, (_HEADER_BYTES, value)])
-
-        async def send_with_id(message: Any) -> None:
-            if message.get("type") == "http.response.start":
-                out = [(k, v) for k, v in message.get("headers") or () if k.lower() != _HEADER_BYTES]
-                message = dict(message, headers=[*out, (_HEADER_BYTES, value)])
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 class CorrelationWSGIMiddleware:

@@ -1,0 +1,102 @@
+"""Benchmark 1: what a request costs with otel_kit, bare, and under the OpenTelemetry zero-code agent.
+
+    python -m bench.request_overhead [--seconds 10] [--repetitions 5] [--smoke]
+
+The same FastAPI app runs three ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
+sampling); under ``opentelemetry-instrument`` with the same exporters. Both instrumented variants export over OTLP
+to the project's collector (accepting and discarding). wrk, in its own process, drives ``/work`` (2 ms of CPU)
+and ``/trivial`` with 8 connections; runs are interleaved and repeated, and medians compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.harness import bar_plot, interleaved, medians, save
+from bench.load import service, wrk
+from demo_services.stack.servers import Collector
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("bare", "otel_kit", "agent")
+ROUTES = ("/work", "/trivial")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of one wrk run")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    seconds, reps = (1.0, 1) if args.smoke else (args.seconds, max(args.repetitions, 5))
+
+    with ExitStack() as stack:
+        collector = stack.enter_context(Collector([HERE / "collector-sink.yaml"]))
+        telemetry = {
+            "OTEL_SERVICE_NAME": "bench-service",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "OTEL_KIT_LOG_STDOUT": "true",
+        }
+        agent = {
+            **telemetry,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "otlp",
+            "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+            "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+        }
+        urls = {
+            "bare": stack.enter_context(service("bare", {}))[0],
+            "otel_kit": stack.enter_context(service("kit", telemetry))[0],
+            "agent": stack.enter_context(service("agent", agent))[0],
+        }
+        for url in urls.values():  # warm up: imports, first requests, connection pools
+            wrk(url + "/trivial", 1)
+        runs = {}
+        for route in ROUTES:
+            variants = {name: (lambda u=url + route: wrk(u, seconds)) for name, url in urls.items()}
+            runs[route] = medians(interleaved(variants, reps, f"request overhead {route}"))
+
+    summary: dict[str, Any] = {}
+    for route, m in runs.items():
+        bare = m["bare"]
+        summary[route] = {
+            name: {
+                "throughput_ratio": m[name]["rps"] / bare["rps"],
+                "p50_ratio": m[name]["p50_us"] / bare["p50_us"],
+                "p99_ratio": m[name]["p99_us"] / bare["p99_us"],
+                "us_added_per_request": 1e6 / m[name]["rps"] - 1e6 / bare["rps"],
+            }
+            for name in ("otel_kit", "agent")
+        }
+    work = summary["/work"]
+    goals = {
+        "otel_kit adds less per request than the agent (/work)": work["otel_kit"]["us_added_per_request"]
+        < work["agent"]["us_added_per_request"],
+        "otel_kit keeps >= 0.90 of bare throughput (/work)": work["otel_kit"]["throughput_ratio"] >= 0.90,
+    }
+    result = {"seconds": seconds, "repetitions": reps, "medians": runs, "summary": summary, "goals": goals,
+              "smoke": args.smoke}  # fmt: skip
+    save(
+        "request_overhead",
+        result,
+        lambda ax: bar_plot(ax, {r: {v: runs[r][v]["rps"] for v in VARIANTS} for r in ROUTES}, "requests/s (median)"),
+        args.out,
+    )
+    for route, s in summary.items():
+        for name, r in s.items():
+            print(
+                f"{route} {name}: throughput x{r['throughput_ratio']:.2f}, p50 x{r['p50_ratio']:.2f}, "
+                f"p99 x{r['p99_ratio']:.2f}, {r['us_added_per_request']:+.0f} us/request"
+            )
+    for goal, met in goals.items():
+        print(f"goal: {goal}: {'met' if met else 'NOT met'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -215,6 +215,12 @@ class _ChildServer:
             self._proc.stop(grace=5)
             self._proc = None
 
+    def pid(self) -> int:
+        """The process id of the running server."""
+        if self._proc is None:
+            raise ServerError(f"{self.name} is not running")
+        return self._proc.proc.pid
+
     def kill(self) -> None:
         """SIGKILL the server, as a crash or an OOM kill would: no shutdown, no flush."""
         if self._proc is not None:

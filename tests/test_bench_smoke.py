@@ -1,0 +1,57 @@
+"""A short run of every benchmark: the harness works and its output is well formed (not how fast anything is)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _output(tmp_path: Path, name: str) -> dict[str, object]:
+    assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["benchmark"] == name and data["smoke"] is True and data["machine"]["cpus"] >= 1
+    return data  # type: ignore[no-any-return]
+
+
+def test_hot_paths_smoke(tmp_path: Path) -> None:
+    from bench import hot_paths
+
+    hot_paths.main(["--smoke", "--out", str(tmp_path)])
+    data = _output(tmp_path, "hot_paths")
+    assert set(data["ratios"]) == {name for name, *_ in hot_paths.RATIOS}  # type: ignore[arg-type]
+    assert all(r["ratio"] > 0 for r in data["ratios"].values())  # type: ignore[attr-defined]
+
+
+def test_request_overhead_smoke(tmp_path: Path) -> None:
+    from bench import request_overhead
+
+    request_overhead.main(["--smoke", "--out", str(tmp_path)])
+    data = _output(tmp_path, "request_overhead")
+    for route in ("/work", "/trivial"):
+        assert set(data["summary"][route]) == {"otel_kit", "agent"}  # type: ignore[index]
+        for variant in ("bare", "otel_kit", "agent"):
+            assert data["medians"][route][variant]["rps"] > 0  # type: ignore[index]
+            assert data["medians"][route][variant]["errors"] == 0  # type: ignore[index]
+
+
+def test_outage_isolation_smoke(tmp_path: Path) -> None:
+    from bench import outage_isolation
+
+    outage_isolation.main(["--smoke", "--out", str(tmp_path)])
+    data = _output(tmp_path, "outage_isolation")
+    assert data["application_errors"] == 0
+    spans = data["spans"]
+    assert spans["sent"] > 0 and spans["sent"] <= spans["received"] + spans["reported_dropped"]  # type: ignore[index]
+
+
+def test_collector_throughput_smoke(tmp_path: Path) -> None:
+    from bench import collector_throughput
+
+    collector_throughput.main(["--smoke", "--out", str(tmp_path)])
+    data = _output(tmp_path, "collector_throughput")
+    assert data["no_loss"] is True
+    assert data["medians"]["spans_per_cpu_second"] > 0  # type: ignore[index]

@@ -22,9 +22,15 @@ HERE = Path(__file__).resolve().parent
 # (name, numerator, denominator, goal or None)
 RATIOS = [
     ("span: otel_kit / raw SDK", "span_otel_kit", "span_raw_sdk", 1.10),
+    ("span: otel_kit with scrubbing off / raw SDK", "span_otel_kit_no_scrub", "span_raw_sdk", None),
     ("histogram: otel_kit / raw SDK", "histogram_otel_kit", "histogram_raw_sdk", 1.20),
     ("histogram: otel_kit / prometheus-client", "histogram_otel_kit", "histogram_prometheus_client", None),
-    ("log line: with trace context / without", "log_line_with_context", "log_line_without_context", 1.25),
+    (
+        "log line: otel_kit (scrubbed, trace context) / same formatter without",
+        "log_line_with_context",
+        "log_line_without_context",
+        1.25,
+    ),
 ]
 
 

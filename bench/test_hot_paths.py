@@ -59,10 +59,12 @@ def test_histogram_prometheus_client(benchmark: Any) -> None:
 
 def _null_logger(name: str, with_context: bool) -> logging.Logger:
     from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
+    from otel_kit._internal.redaction import ScrubbingLogFilter, default_scrubber
 
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115  # closed with the process
     handler.setFormatter(json_formatter())
-    if with_context:
+    if with_context:  # the filters otel_kit puts on its handler: scrubbing, then the trace context
+        handler.addFilter(ScrubbingLogFilter(default_scrubber()))
         handler.addFilter(TelemetryContextFilter("bench"))
     logger = logging.getLogger(name)
     logger.handlers = [handler]
@@ -109,3 +111,22 @@ def test_log_line_with_context(benchmark: Any, kit: Any) -> None:
     logger = _null_logger("bench.context", with_context=True)
     with kit.tracer_provider.get_tracer("bench").start_as_current_span("request"):
         benchmark(logger.info, "order %s placed", "o-1")
+
+
+def test_span_otel_kit_no_scrub(benchmark: Any) -> None:
+    import otel_kit
+    from otel_kit import testing
+
+    testing.reset()
+    handle = otel_kit.init(
+        "bench",
+        traces_exporter="none",
+        metrics_exporter="none",
+        logs_exporter="none",
+        log_stdout=False,
+        scrub=False,
+        span_processors=[BatchSpanProcessor(NullExporter())],
+    )
+    with otel_kit.correlation_scope("bench-1"):
+        benchmark(_span, handle.tracer_provider.get_tracer("bench"))
+    testing.reset()

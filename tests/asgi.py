@@ -26,6 +26,7 @@ def ping_app() -> Any:
 def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> tuple[int, dict[bytes, bytes]]:
     """Send one GET through the ASGI app; return status and response headers."""
     sent: list[dict[str, Any]] = []
+    path, _, query = path.partition("?")
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -41,7 +42,7 @@ def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> t
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": headers,
         "client": ("127.0.0.1", 50000),

@@ -123,6 +123,20 @@ def _endpoint(raw: str) -> str:
     return value
 
 
+def _text_list(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+
+
+def _regex_list(raw: str) -> tuple[str, ...]:
+    patterns = _text_list(raw)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise _Invalid("comma-separated regular expressions that compile") from None
+    return patterns
+
+
 def _text(raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 255 or not value.isprintable():
@@ -170,6 +184,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("series_limit", "OTEL_KIT_METRIC_SERIES_LIMIT", _int_range(10, 1_000_000), 2000, "series per metric"),
     Option("shutdown_timeout_ms", "OTEL_KIT_SHUTDOWN_TIMEOUT_MS", _int_range(0, 600_000), 5000, "flush bound"),
     Option("disabled", "OTEL_SDK_DISABLED", _bool, False, "turn all telemetry off"),
+    Option("scrub", "OTEL_KIT_SCRUB", _bool, True, "replace secrets in spans and logs"),
+    Option("scrub_safe_keys", "OTEL_KIT_SCRUB_SAFE_KEYS", _text_list, (), "keys never scrubbed"),
+    Option("scrub_extra_patterns", "OTEL_KIT_SCRUB_EXTRA_PATTERNS", _regex_list, (), "more secret regexes"),
+    Option("scrub_emails", "OTEL_KIT_SCRUB_EMAILS", _bool, False, "scrub e-mail addresses too"),
 )
 
 
@@ -194,6 +212,10 @@ class Settings:
     series_limit: int = 2000
     shutdown_timeout_ms: int = 5000
     disabled: bool = False
+    scrub: bool = True
+    scrub_safe_keys: tuple[str, ...] = ()
+    scrub_extra_patterns: tuple[str, ...] = ()
+    scrub_emails: bool = False
 
     def otlp_protocol(self, signal: str, environ: Mapping[str, str] | None = None) -> str:
         """The transport for one signal: ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL`` wins over the general one."""

@@ -2,6 +2,8 @@
 
 A log line's journey, top to bottom:
 
+0. ``ScrubbingLogFilter`` (``redaction``) replaces secrets in the message, the ``extra`` fields and the
+   exception text;
 1. ``TelemetryContextFilter`` adds ``service``, ``trace_id``, ``span_id``, ``xray_trace_id`` and
    ``correlation_id`` from the current context (fields a caller passed in ``extra`` are kept);
 2. the JSON formatter (python-json-logger) renders ``timestamp``, ``level``, ``logger``, ``message``, those
@@ -29,6 +31,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
+from otel_kit._internal.redaction import Scrubber, ScrubbingLogFilter
 
 __all__ = [
     "JSON_FIELDS",
@@ -145,7 +148,11 @@ class _OtelKitOtlpHandler(LoggingHandler):
 
 
 def install_handlers(
-    settings: Settings, service: str, provider: LoggerProvider | None, stream: IO[str] | None = None
+    settings: Settings,
+    service: str,
+    provider: LoggerProvider | None,
+    stream: IO[str] | None = None,
+    scrubber: Scrubber | None = None,
 ) -> list[logging.Handler]:
     """Configure the root logger: JSON lines on stdout and, when logs are exported, the OTLP handler.
 
@@ -158,6 +165,7 @@ def install_handlers(
         if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
             root.removeHandler(handler)
     context_filter = TelemetryContextFilter(service)
+    scrub_filter = ScrubbingLogFilter(scrubber or Scrubber(enabled=False))
     handlers: list[logging.Handler] = []
     if settings.log_stdout:
         stdout = _OtelKitStreamHandler(stream or sys.stdout)
@@ -166,6 +174,7 @@ def install_handlers(
     if provider is not None:
         handlers.append(_OtelKitOtlpHandler(logger_provider=provider))
     for handler in handlers:
+        handler.addFilter(scrub_filter)  # first: nothing is formatted or exported before it ran
         handler.addFilter(context_filter)
         root.addHandler(handler)
     root.setLevel(settings.log_level)

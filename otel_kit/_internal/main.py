@@ -23,6 +23,7 @@ from otel_kit._internal import logs, selfmetrics
 from otel_kit._internal.config import ConfigProblem, Settings, load_settings
 from otel_kit._internal.metrics import PrometheusEndpoint, build_meter_provider
 from otel_kit._internal.propagation import build_propagator, install_log_guards
+from otel_kit._internal.redaction import default_scrubber
 from otel_kit._internal.resource import build_resource
 from otel_kit._internal.tracing import build_tracer_provider
 
@@ -167,6 +168,9 @@ def _build(
     for name, value in _SDK_DEFAULTS.items():
         os.environ.setdefault(name, value)
     resource = build_resource(settings)
+    scrubber = default_scrubber(
+        settings.scrub, settings.scrub_safe_keys, settings.scrub_extra_patterns, settings.scrub_emails
+    )
     service = str(resource.attributes.get("service.name", "unknown_service"))
     handle = Handle(settings=settings, problems=problems, service_name=service)
 
@@ -174,7 +178,9 @@ def _build(
         handle.meter_provider, handle.prometheus = build_meter_provider(settings, resource, metric_readers, problems)
         metrics_api.set_meter_provider(handle.meter_provider)
         selfmetrics.register(handle.meter_provider.get_meter("otel_kit"))
-        handle.tracer_provider = build_tracer_provider(settings, resource, handle.meter_provider, span_processors)
+        handle.tracer_provider = build_tracer_provider(
+            settings, resource, handle.meter_provider, span_processors, scrubber
+        )
         trace_api.set_tracer_provider(handle.tracer_provider)
         if settings.logs_exporter or log_processors:
             handle.logger_provider = logs.build_logger_provider(
@@ -185,7 +191,7 @@ def _build(
         install_log_guards()
         selfmetrics.count_queue_drops()
 
-    logs.install_handlers(settings, service, handle.logger_provider, log_stream)
+    logs.install_handlers(settings, service, handle.logger_provider, log_stream, scrubber)
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
     return handle

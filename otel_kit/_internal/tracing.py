@@ -15,16 +15,18 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from opentelemetry import baggage
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
+from otel_kit._internal.redaction import Scrubber
 
 __all__ = ["KitSpanProcessor", "build_sampler", "build_tracer_provider"]
 
@@ -55,7 +57,10 @@ class KitSpanProcessor(SpanProcessor):
     start, a status check per span end.
     """
 
-    def __init__(self, logger_name: str = "otel_kit.errors", remember: int = 1024) -> None:
+    def __init__(
+        self, scrubber: Scrubber | None = None, logger_name: str = "otel_kit.errors", remember: int = 1024
+    ) -> None:
+        self._scrubber = scrubber or Scrubber(enabled=False)
         self._log = logging.getLogger(logger_name)
         self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self._remember = remember
@@ -67,6 +72,8 @@ class KitSpanProcessor(SpanProcessor):
             span.set_attribute(CORRELATION_ATTRIBUTE, cid)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._scrubber.enabled:
+            _scrub_span(span, self._scrubber)
         if span.status.status_code is not StatusCode.ERROR or span.context is None:
             return
         event = next((e for e in reversed(span.events) if e.name == "exception"), None)
@@ -98,15 +105,40 @@ class KitSpanProcessor(SpanProcessor):
         )
 
 
+def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
+    """Replace secrets in the ended span's attributes and events before any exporter sees it.
+
+    Runs first among the processors, on the one ``ReadableSpan`` they all receive; it swaps that object's
+    attribute and event containers for scrubbed copies (SDK 1.45 internals, covered by tests).
+    """
+    attributes = span._attributes  # the container itself: the public property wraps it in a new proxy each call
+    changed = scrubber.changed(attributes)
+    if changed:
+        span._attributes = BoundedAttributes(attributes={**(attributes or {}), **changed}, immutable=True)
+    events = span._events
+    if events:
+        scrubbed = []
+        touched = False
+        for event in events:
+            fixed = scrubber.changed(event.attributes)
+            if fixed:
+                touched = True
+                event = Event(event.name, {**(event.attributes or {}), **fixed}, event.timestamp)
+            scrubbed.append(event)
+        if touched:
+            span._events = tuple(scrubbed)
+
+
 def build_tracer_provider(
     settings: Settings,
     resource: Resource,
     meter_provider: MeterProvider | None,
     extra_processors: Sequence[SpanProcessor] = (),
+    scrubber: Scrubber | None = None,
 ) -> TracerProvider:
     """A provider with X-Ray-compatible ids, the configured sampler, and one batch processor per exporter."""
     provider = TracerProvider(resource=resource, sampler=build_sampler(settings), id_generator=AwsXRayIdGenerator())
-    provider.add_span_processor(KitSpanProcessor())
+    provider.add_span_processor(KitSpanProcessor(scrubber))
     for name in settings.traces_exporter:
         exporter: SpanExporter = (
             otlp.span_exporter(settings, meter_provider) if name == "otlp" else ConsoleSpanExporter()

@@ -11,7 +11,6 @@ every span sent. Memory is the collector's resident size after each repetition.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.harness import interleaved, medians, save
+from bench.harness import arguments, interleaved, medians, save
 from bench.load import cpu_seconds, rss_kib
 from demo_services.stack.servers import Collector, Prometheus, wait_until
 
@@ -34,12 +33,7 @@ def _counter(port: int, metric: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=100_000, help="spans sent per repetition")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv, spans=(int, 100_000, "spans sent per repetition"))
     spans, reps = (2_000, 1) if args.smoke else (args.spans, max(args.repetitions, 5))
 
     with ExitStack() as stack:

@@ -8,7 +8,6 @@ variant), takes the median per variant across sessions, and prints and saves the
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness import bar_plot, interleaved, medians, save
+from bench.harness import arguments, bar_plot, interleaved, medians, save
 
 HERE = Path(__file__).resolve().parent
 # (name, numerator, denominator, goal or None)
@@ -48,11 +47,7 @@ def _session(max_time: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     reps, max_time = (1, 0.02) if args.smoke else (max(args.repetitions, 5), 0.5)
     runs = interleaved({"session": lambda: _session(max_time)}, reps, "hot paths")
     ns = medians(runs)["session"]

@@ -11,7 +11,6 @@ sent minus what the collector received.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import urllib.request
@@ -19,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.harness import interleaved, medians, save
+from bench.harness import arguments, interleaved, medians, save
 from bench.load import rss_kib, service, wrk
 from demo_services.stack.servers import Collector, free_port, wait_until
 
@@ -40,12 +39,7 @@ def _sum(text: str, metric: str, label_filter: str = "") -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=12.0, help="length of one healthy or outage segment")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv, seconds=(float, 12.0, "length of one healthy or outage segment"))
     seconds, reps = (1.0, 1) if args.smoke else (args.seconds, max(args.repetitions, 5))
 
     with ExitStack() as stack:

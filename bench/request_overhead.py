@@ -10,12 +10,11 @@ and ``/trivial`` with 8 connections; runs are interleaved and repeated, and medi
 
 from __future__ import annotations
 
-import argparse
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.harness import bar_plot, interleaved, medians, save
+from bench.harness import arguments, bar_plot, interleaved, medians, save
 from bench.load import service, wrk
 from demo_services.stack.servers import Collector
 
@@ -25,12 +24,7 @@ ROUTES = ("/work", "/trivial")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of one wrk run")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv, seconds=(float, 10.0, "length of one wrk run"))
     seconds, reps = (1.0, 1) if args.smoke else (args.seconds, max(args.repetitions, 5))
 
     with ExitStack() as stack:

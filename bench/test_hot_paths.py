@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -78,8 +79,9 @@ def test_log_line_without_context(benchmark: Any) -> None:
     benchmark(logger.info, "order %s placed", "o-1")
 
 
-@pytest.fixture(scope="module")
-def kit() -> Iterator[Any]:
+@contextmanager
+def _kit(**settings: Any) -> Iterator[Any]:
+    """otel_kit with nothing exported, inside a correlation scope, as a request handler would run."""
     import otel_kit
     from otel_kit import testing
 
@@ -92,10 +94,17 @@ def kit() -> Iterator[Any]:
         log_stdout=False,
         span_processors=[BatchSpanProcessor(NullExporter())],
         metric_readers=[InMemoryMetricReader()],
+        **settings,
     )
     with otel_kit.correlation_scope("bench-1"):
         yield handle
     testing.reset()
+
+
+@pytest.fixture(scope="module")
+def kit() -> Iterator[Any]:
+    with _kit() as handle:
+        yield handle
 
 
 def test_span_otel_kit(benchmark: Any, kit: Any) -> None:
@@ -114,19 +123,5 @@ def test_log_line_with_context(benchmark: Any, kit: Any) -> None:
 
 
 def test_span_otel_kit_no_scrub(benchmark: Any) -> None:
-    import otel_kit
-    from otel_kit import testing
-
-    testing.reset()
-    handle = otel_kit.init(
-        "bench",
-        traces_exporter="none",
-        metrics_exporter="none",
-        logs_exporter="none",
-        log_stdout=False,
-        scrub=False,
-        span_processors=[BatchSpanProcessor(NullExporter())],
-    )
-    with otel_kit.correlation_scope("bench-1"):
+    with _kit(scrub=False) as handle:
         benchmark(_span, handle.tracer_provider.get_tracer("bench"))
-    testing.reset()

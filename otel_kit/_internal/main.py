@@ -38,6 +38,8 @@ _atexit_registered = False
 _SDK_DEFAULTS = {
     # stable HTTP semantic conventions: http.server.request.duration in seconds, http.request.method, ...
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    # no attribute value longer than 4 KiB (the SDK's default is unlimited): a dumped body cannot bloat a span
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4096",
 }
 
 

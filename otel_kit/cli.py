@@ -25,12 +25,90 @@ def _settings(_args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _masked_headers(raw: str) -> str:
+    """``key=value,...`` with every value replaced: OTLP headers usually carry credentials."""
+    keys = [part.split("=", 1)[0].strip() for part in raw.split(",") if part.strip()]
+    return ",".join(f"{key}=***" for key in keys)
+
+
+def _check_endpoint(url: str) -> tuple[bool, str, float | None]:
+    """Whether ``url``'s host and port accept a connection, and the server clock's offset when it speaks HTTP."""
+    import socket
+    import urllib.error
+    import urllib.request
+    from email.utils import parsedate_to_datetime
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError as err:
+        return False, f"{host}:{port}: {err.strerror or err}", None
+    offset = None
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            date = response.headers.get("Date")
+    except urllib.error.HTTPError as err:  # a 404 or 405 still carries the server's clock
+        date = err.headers.get("Date")
+    except (OSError, ValueError):
+        date = None
+    if date:
+        import time
+
+        offset = time.time() - parsedate_to_datetime(date).timestamp()
+    return True, f"{host}:{port}", offset
+
+
+def _doctor(_args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    settings, problems = load_settings()
+    shown = dataclasses.asdict(settings)
+    for name in (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        *(f"OTEL_EXPORTER_OTLP_{s}_HEADERS" for s in ("TRACES", "METRICS", "LOGS")),
+    ):
+        if os.environ.get(name):
+            shown[name] = _masked_headers(os.environ[name])
+    print("configuration:")
+    print(json.dumps(shown, indent=2, default=list))
+    found: list[tuple[str, str]] = [
+        (p.message(), "set the variable to an allowed value, or unset it") for p in problems
+    ]
+
+    signals = [s for s, exporters in (("traces", settings.traces_exporter), ("metrics", settings.metrics_exporter),
+                                      ("logs", settings.logs_exporter)) if "otlp" in exporters]  # fmt: skip
+    for endpoint in dict.fromkeys(settings.otlp_endpoint(s) for s in signals):
+        ok, where, offset = _check_endpoint(endpoint)
+        if not ok:
+            found.append((f"the collector at {endpoint} does not answer ({where})",
+                          "start it (./run collector) or point OTEL_EXPORTER_OTLP_ENDPOINT at it"))  # fmt: skip
+            continue
+        print(f"ok: the collector at {endpoint} answers")
+        if offset is not None and abs(offset) > 300:
+            found.append((f"this clock is {offset:+.0f} s off the collector's",
+                          "synchronise the clock (NTP): X-Ray rejects trace ids whose time is far off"))  # fmt: skip
+    if time.time() < 1_700_000_000:
+        found.append(("the system clock is before November 2023", "set the clock: trace ids embed the time (X-Ray)"))
+    for problem, fix in found:
+        print(f"problem: {problem}\n    fix: {fix}")
+    if not found:
+        print("no problems found")
+    return 1 if found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-kit", description="otel-kit: OpenTelemetry for Python services")
     parser.add_argument("--version", action="version", version=f"otel-kit {_distro_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     settings = commands.add_parser("settings", help="print the effective settings; exit 1 if any is rejected")
     settings.set_defaults(run=_settings)
+    doctor = commands.add_parser("doctor", help="check the configuration, the collector and the clock")
+    doctor.set_defaults(run=_doctor)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

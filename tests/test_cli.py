@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from demo_services.stack.servers import OtlpReceiver
 from otel_kit.cli import main
 
 
@@ -37,3 +38,34 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "otel_kit.cli", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout.startswith("otel-kit ")
+
+
+@pytest.mark.e2e
+def test_doctor_passes_against_an_answering_collector_and_masks_headers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], otlp_receiver: OtlpReceiver
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{otlp_receiver.http_port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer s3cret-token,x-team=payments")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret-token" not in out and "payments" not in out
+    assert '"OTEL_EXPORTER_OTLP_HEADERS": "authorization=***,x-team=***"' in out
+    assert "ok: the collector at" in out and "no problems found" in out
+
+
+def test_doctor_names_each_problem_with_its_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: refused
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
+        assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert f"problem: the collector at http://127.0.0.1:{port} does not answer" in out
+    assert "fix: start it (./run collector) or point OTEL_EXPORTER_OTLP_ENDPOINT at it" in out
+    assert "problem: OTEL_TRACES_SAMPLER='sometimes' is not valid" in out

@@ -122,15 +122,13 @@ def test_extra_pattern_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_attribute_values_are_cut_to_4096_characters_by_default() -> None:
-    with testing.capture("svc") as tel:
-        with trace.get_tracer("t").start_as_current_span("big") as span:
-            span.set_attribute("payload", "x" * 10_000)
+    with testing.capture("svc") as tel, trace.get_tracer("t").start_as_current_span("big") as span:
+        span.set_attribute("payload", "x" * 10_000)
     assert len(tel.spans()[0].attributes["payload"]) == 4096
 
 
 def test_attribute_length_limit_follows_the_standard_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100")
-    with testing.capture("svc") as tel:
-        with trace.get_tracer("t").start_as_current_span("big") as span:
-            span.set_attribute("payload", "x" * 10_000)
+    with testing.capture("svc") as tel, trace.get_tracer("t").start_as_current_span("big") as span:
+        span.set_attribute("payload", "x" * 10_000)
     assert len(tel.spans()[0].attributes["payload"]) == 100

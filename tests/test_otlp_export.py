@@ -84,3 +84,36 @@ def test_spans_metrics_and_logs_arrive_with_resource_attributes(otlp_receiver: O
     order_log = next(r for r in records if r["body"].get("stringValue") == "order placed")
     assert order_log["traceId"] == spans[0]["traceId"]
     assert attributes(order_log["attributes"])["correlation_id"] == "corr-otlp-1"
+
+
+SIGTERMED = textwrap.dedent(
+    """
+    import sys, threading
+    import otel_kit
+    otel_kit.init()
+    with otel_kit.correlation_scope("term-1"):
+        otel_kit.traced(lambda: None, name="before sigterm")()
+    print("ready", flush=True)
+    threading.Event().wait(60)  # a worker waiting for work when the orchestrator stops it
+    """
+)
+
+
+def test_sigterm_flushes_before_the_process_ends(otlp_receiver: OtlpReceiver) -> None:
+    import signal
+
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "worker",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # nothing would be exported before exit without the flush
+        "OTEL_KIT_LOG_STDOUT": "false",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requests,httpx,botocore,pika,aio-pika",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGTERMED], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM  # still reported as ended by SIGTERM
+    assert [span["name"] for _, span in otlp_receiver.spans()] == ["before sigterm"]

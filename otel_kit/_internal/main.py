@@ -155,6 +155,7 @@ def init(
             _handle = Handle(settings=settings, problems=problems)
         if not _atexit_registered:
             atexit.register(shutdown)
+            _install_sigterm_flush()
             _atexit_registered = True
         return _handle
 
@@ -197,6 +198,28 @@ def _build(
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
     return handle
+
+
+def _install_sigterm_flush() -> None:
+    """On SIGTERM, flush (bounded by ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``) before the process ends.
+
+    Only when SIGTERM still has its default action (which would end the process without running ``atexit``) and
+    ``init()`` runs in the main thread; a server that handles SIGTERM itself (uvicorn, gunicorn) exits normally and
+    ``atexit`` flushes. After the flush the default action runs, so the exit status is still "killed by SIGTERM".
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def flush_then_terminate(signum: int, _frame: object) -> None:
+        shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, flush_then_terminate)
 
 
 def shutdown(timeout_ms: int | None = None) -> bool:

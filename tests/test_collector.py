@@ -48,6 +48,7 @@ def test_shipped_configs_validate(overlays: list[str], tmp_path: Path) -> None:
     import os
 
     env = {**os.environ, "OTELCOL_STORAGE_DIR": str(tmp_path), "OTELCOL_BEARER_TOKEN": "t"}
+    env |= {"OTELCOL_TLS_CERT_FILE": str(tmp_path / "c.pem"), "OTELCOL_TLS_KEY_FILE": str(tmp_path / "k.pem")}
     result = _validate(CONFIG / "base.yaml", *(CONFIG / o for o in overlays), env=env)
     assert result.returncode == 0, result.stderr
 
@@ -209,3 +210,39 @@ def test_auth_overlay_refuses_senders_without_the_bearer_token(monkeypatch: pyte
     assert names == {"friend span"}
     assert sent["friend"] == {}
     assert sent["stranger"] == {"traces": 1}  # the refused span is counted, over gRPC and HTTP alike
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_tls_with_a_private_ca_and_a_bearer_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, protocol: str
+) -> None:
+    from tests.certs import make_ca_and_server_cert
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    with OtlpReceiver() as tempo, OtlpReceiver() as loki:
+        env = {
+            "OTELCOL_TLS_CERT_FILE": str(cert),
+            "OTELCOL_TLS_KEY_FILE": str(key),
+            "OTELCOL_BEARER_TOKEN": "tls-token",
+            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{tempo.grpc_port}",
+            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{loki.http_port}/otlp",
+        }
+        with Collector(["lgtm.yaml", "tls.yaml", "auth.yaml"], env) as collector:
+            port = collector.grpc_port if protocol == "grpc" else collector.http_port
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"https://127.0.0.1:{port}")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer tls-token")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+            failed = {}
+            for who, trust in (("untrusting", None), ("trusting", str(ca))):
+                if trust:
+                    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", trust)
+                with testing.capture(who, traces_exporter="otlp", shutdown_timeout_ms=3000) as tel:
+                    otel_kit.traced(lambda: None, name=f"{who} span")()
+                    tel.handle.force_flush(5000)
+                    metric = tel.metrics().get("otel_kit.export.failed")
+                    failed[who] = sum(p.value for p in metric.data.data_points) if metric else 0  # type: ignore[attr-defined]
+            wait_until(lambda: any(s["name"] == "trusting span" for _, s in tempo.spans()), 30, "the trusted span")
+            names = {s["name"] for _, s in tempo.spans()}
+    assert names == {"trusting span"}
+    assert failed == {"untrusting": 1, "trusting": 0}

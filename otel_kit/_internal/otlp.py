@@ -11,6 +11,7 @@ a success), and a refused batch must never vanish uncounted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,29 @@ def log_exporter(settings: Settings, meter_provider: MeterProvider | None = None
     return CountingLogExporter(_log_exporter(settings, meter_provider))
 
 
+def _http_session(signal: str) -> Any:
+    """A requests session that keeps the CA of ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_CERTIFICATE``, or None.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override a session's ``verify``, so where those are
+    set (many base images set them) the SDK's HTTP exporter silently ignores the configured CA and a private
+    collector fails verification. This session puts the configured CA back after requests merged the environment.
+    """
+    if not (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_CERTIFICATE")
+        or os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+    ):
+        return None
+    import requests
+
+    class _ConfiguredCASession(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            merged["verify"] = self.verify  # the exporter set it to the configured CA file
+            return merged
+
+    return _ConfiguredCASession()
+
+
 def _span_exporter(settings: Settings, meter_provider: MeterProvider | None) -> Any:
     endpoint = settings.otlp_endpoint("traces")
     if settings.otlp_protocol("traces") == "grpc":
@@ -118,7 +142,7 @@ def _span_exporter(settings: Settings, meter_provider: MeterProvider | None) -> 
         return OTLPSpanExporter(endpoint=endpoint, insecure=_insecure(endpoint), meter_provider=meter_provider)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
 
-    return HTTPSpanExporter(endpoint=endpoint, meter_provider=meter_provider)
+    return HTTPSpanExporter(endpoint=endpoint, session=_http_session("traces"), meter_provider=meter_provider)
 
 
 def _metric_exporter(settings: Settings) -> Any:
@@ -131,7 +155,7 @@ def _metric_exporter(settings: Settings) -> Any:
         OTLPMetricExporter as HTTPMetricExporter,
     )
 
-    return HTTPMetricExporter(endpoint=endpoint)
+    return HTTPMetricExporter(endpoint=endpoint, session=_http_session("metrics"))
 
 
 def _log_exporter(settings: Settings, meter_provider: MeterProvider | None) -> Any:
@@ -142,4 +166,4 @@ def _log_exporter(settings: Settings, meter_provider: MeterProvider | None) -> A
         return OTLPLogExporter(endpoint=endpoint, insecure=_insecure(endpoint), meter_provider=meter_provider)
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
 
-    return HTTPLogExporter(endpoint=endpoint, meter_provider=meter_provider)
+    return HTTPLogExporter(endpoint=endpoint, session=_http_session("logs"), meter_provider=meter_provider)

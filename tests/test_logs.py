@@ -128,3 +128,25 @@ def test_async_traced_function_and_concurrent_tasks_keep_their_own_ids(tel: test
             n = int(line["message"].split()[-1])
             assert line["correlation_id"] == f"req-{n}"
     assert len({s.context.trace_id for s in tel.spans()}) == 5
+
+
+def test_threads_handling_requests_at_once_never_see_each_others_ids(tel: testing.Capture) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(8)
+
+    @otel_kit.traced
+    def handle(n: int) -> str | None:
+        with otel_kit.correlation_scope(f"thread-{n}"):
+            barrier.wait(10)  # all eight requests are in flight together
+            log.info("handled %d", n)
+            return otel_kit.get_correlation_id()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(handle, range(8))) == [f"thread-{n}" for n in range(8)]
+    lines = [line for line in tel.log_lines() if line["logger"] == "app"]
+    assert len(lines) == 8
+    for line in lines:
+        assert line["correlation_id"] == f"thread-{line['message'].split()[-1]}"
+    assert otel_kit.get_correlation_id() is None  # nothing leaked back into the caller

@@ -157,7 +157,7 @@ def _trace_story(tempo: Any, trace_hex: str) -> list[str]:
     return lines
 
 
-def _report(statuses: Counter[int], ids: dict[str, int], notifier: Notifier, tempo: Any, loki: Any, mimir: Any) -> str:
+def _report(statuses: Counter[int], notifier: Notifier, tempo: Any, loki: Any, mimir: Any) -> str:
     from demo_services.stack.servers import attributes, hex_id
 
     spans = tempo.spans()
@@ -264,12 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         notifier = stack.enter_context(Notifier(rabbit.url, queue).running())
 
         statuses: Counter[int] = Counter()
-        ids: dict[str, int] = {}
         with httpx.Client(base_url=gateway_url, timeout=10) as client:
             for n in range(args.requests):
                 response = client.post("/orders", json={"sku": f"book-{n % 5}", "qty": 1})
                 statuses[response.status_code] += 1
-                ids[response.headers.get("X-Correlation-ID", "")] = response.status_code
                 print(f"\rorders placed: {n + 1}/{args.requests}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         wait_until(lambda: notifier.handled >= statuses[200], 30, "the notifier to handle every accepted order")
@@ -283,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             30,
             "span metrics in Prometheus",
         )
-        print(_report(statuses, ids, notifier, tempo, loki, mimir))
+        print(_report(statuses, notifier, tempo, loki, mimir))
     return 0
 
 

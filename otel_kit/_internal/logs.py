@@ -40,7 +40,6 @@ __all__ = [
     "install_handlers",
     "json_formatter",
     "remove_handlers",
-    "xray_trace_id",
 ]
 
 # The fields every line carries, in this order; values are null when there is no span or id.
@@ -55,12 +54,6 @@ JSON_FIELDS = (
     "xray_trace_id",
     "correlation_id",
 )
-
-
-def xray_trace_id(trace_id: int) -> str:
-    """The X-Ray form ``1-<8 hex epoch>-<24 hex>`` of an OpenTelemetry trace id."""
-    hex_id = format_trace_id(trace_id)
-    return f"1-{hex_id[:8]}-{hex_id[8:]}"
 
 
 class TelemetryContextFilter(logging.Filter):

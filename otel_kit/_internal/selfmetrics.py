@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -107,7 +107,7 @@ def register(meter: Meter) -> None:
     """Expose the current counts as observable counters on ``meter``."""
     current = _counts
 
-    def observer(name: str, key: str) -> object:
+    def observer(name: str, key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(n, {key: label}) for label, n in current.items(name)]
 
@@ -115,25 +115,25 @@ def register(meter: Meter) -> None:
 
     meter.create_observable_counter(
         PROPAGATION_REJECTED,
-        callbacks=[observer(PROPAGATION_REJECTED, "header")],  # type: ignore[list-item]
+        callbacks=[observer(PROPAGATION_REJECTED, "header")],
         unit="{header}",
         description="Incoming context headers that were malformed and ignored.",
     )
     meter.create_observable_counter(
         EXPORT_FAILED,
-        callbacks=[observer(EXPORT_FAILED, "signal")],  # type: ignore[list-item]
+        callbacks=[observer(EXPORT_FAILED, "signal")],
         unit="{item}",
         description="Spans, log records and metric data points dropped because their export failed.",
     )
     meter.create_observable_counter(
         QUEUE_DROPPED,
-        callbacks=[observer(QUEUE_DROPPED, "signal")],  # type: ignore[list-item]
+        callbacks=[observer(QUEUE_DROPPED, "signal")],
         unit="{item}",
         description="Spans and log records dropped because the batch queue was full.",
     )
     meter.create_observable_counter(
         SERIES_OVERFLOW,
-        callbacks=[observer(SERIES_OVERFLOW, "metric")],  # type: ignore[list-item]
+        callbacks=[observer(SERIES_OVERFLOW, "metric")],
         unit="{measurement}",
         description="Measurements folded into the overflow series because the metric hit its series limit.",
     )

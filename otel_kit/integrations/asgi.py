@@ -92,7 +92,8 @@ class OtelKitASGIMiddleware:
         status: dict[str, int] = {}
         start = time.perf_counter()
         span = self._tracer.start_span(method, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
-        token = context.attach(trace.set_span_in_context(span, ctx))
+        span_ctx = trace.set_span_in_context(span, ctx)
+        token = context.attach(span_ctx)
         error_type: str | None = None
         try:
             await self.app(scope, receive, _echo(send, cid_bytes, status))
@@ -121,7 +122,7 @@ class OtelKitASGIMiddleware:
                 measured["http.response.status_code"] = code
             if error_type:
                 measured["error.type"] = error_type
-            self._duration.record(time.perf_counter() - start, measured, context=trace.set_span_in_context(span, ctx))
+            self._duration.record(time.perf_counter() - start, measured, context=span_ctx)
 
 
 def _echo(send: Send, cid: bytes, status: dict[str, int] | None) -> Send:

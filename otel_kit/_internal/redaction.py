@@ -126,6 +126,8 @@ class Scrubber:
             return {}
         out: dict[str, Any] = {}
         for key, value in attributes.items():
+            if key in self.safe_keys:
+                continue
             if self.secret_key(key):
                 new: Any = self.value(key, value)
             elif type(value) is str:
@@ -144,7 +146,12 @@ class Scrubber:
 def default_scrubber(
     enabled: bool = True, safe_keys: Iterable[str] = (), extra_patterns: Iterable[str] = (), emails: bool = False
 ) -> Scrubber:
-    return Scrubber(enabled, frozenset(safe_keys), tuple(re.compile(p) for p in extra_patterns), emails)
+    return Scrubber(enabled, _OWN_IDS | frozenset(safe_keys), tuple(re.compile(p) for p in extra_patterns), emails)
+
+
+# The toolkit's own identifiers, validated where they are adopted: scrubbing one (a correlation id of 16 digits
+# can pass the card-number check) would break the join between a trace and its logs.
+_OWN_IDS = frozenset({"correlation_id", "trace_id", "span_id", "xray_trace_id"})
 
 
 _STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.trace import format_span_id, format_trace_id
 
 import otel_kit
 from otel_kit import testing
-from otel_kit._internal.logs import JSON_FIELDS
+from otel_kit._internal.logs import JSON_FIELDS, json_formatter
 
 log = logging.getLogger("app")
 
@@ -150,3 +153,15 @@ def test_threads_handling_requests_at_once_never_see_each_others_ids(tel: testin
     for line in lines:
         assert line["correlation_id"] == f"thread-{line['message'].split()[-1]}"
     assert otel_kit.get_correlation_id() is None  # nothing leaked back into the caller
+
+
+@given(st.text(max_size=200), st.dictionaries(st.from_regex(r"x_[a-z]{1,8}", fullmatch=True), st.text(max_size=40)))
+def test_any_message_and_fields_stay_on_one_json_line(message: str, fields: dict[str, str]) -> None:
+    """Not even U+0085 or U+2028 (left raw by JSON, split on by str.splitlines) can break a line in two."""
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, message, None, None)
+    record.__dict__.update(fields)
+    line = json_formatter().format(record)
+    assert len(line.splitlines()) == 1
+    parsed = json.loads(line)
+    assert parsed["message"] == message
+    assert all(parsed[key] == value for key, value in fields.items())

@@ -16,6 +16,7 @@ A log line's journey, top to bottom:
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
@@ -94,8 +95,19 @@ class TelemetryContextFilter(logging.Filter):
         return True
 
 
+# Line breaks that JSON leaves raw but ``str.splitlines()`` (and some log tools) split on; escaped so that no
+# message can break its line in two (JSON already escapes ``\n``, ``\r`` and every other control character).
+_UNICODE_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
 class _JsonFormatter(JsonFormatter):
-    """python-json-logger's formatter with the field names above and ``stack`` for exception text."""
+    """python-json-logger's formatter with the field names above, ``stack`` for exception text, one line always."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if _UNICODE_BREAKS.search(line):
+            line = _UNICODE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+        return line
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)

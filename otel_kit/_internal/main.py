@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import threading
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from opentelemetry._logs import set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from otel_kit._internal import logs, selfmetrics
@@ -33,6 +35,7 @@ _log = logging.getLogger("otel_kit")
 _lock = threading.RLock()
 _handle: Handle | None = None
 _atexit_registered = False
+_fork_hook_registered = False
 
 # Defaults the toolkit sets for the SDK and the contrib instrumentations (a value already set wins):
 _SDK_DEFAULTS = {
@@ -56,6 +59,7 @@ class Handle:
     service_name: str = "unknown_service"
     instrumented: list[Any] = field(default_factory=list)
     closed: bool = False
+    pid: int = field(default_factory=os.getpid)
 
     @property
     def prometheus_port(self) -> int | None:
@@ -109,6 +113,33 @@ class Handle:
             self.prometheus.close()
         logs.remove_handlers()
 
+    def after_fork(self) -> None:
+        """In a forked child: become a process of its own, keeping the providers (and the instrumentations that
+        hold them).
+
+        The SDK's fork hooks (SDK 1.45) have already emptied the span and log queues, restarted the export threads
+        and given the providers' resource a new ``service.instance.id`` (two workers under one instance would
+        overwrite each other's cumulative series in Prometheus/Mimir). Here the ``process.pid`` the toolkit records
+        follows, through the same provider hook the SDK uses, and the parent's ``/metrics`` socket is let go. (The
+        OTLP exporters need nothing: a test exports over gRPC and HTTP from forked workers of a parent that had
+        already exported.)
+        """
+        self.pid = os.getpid()
+        own_pid = Resource({"process.pid": self.pid})
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is not None:
+                provider._update_resource(own_pid)  # SDK 1.45 fork hook, tested
+        if self.prometheus is not None:
+            port = self.prometheus.port
+            self.prometheus.close_inherited()
+            self.prometheus = None
+            _log.warning(
+                "this forked worker serves no /metrics endpoint: port %d stays with the parent process. With several "
+                "worker processes export metrics by OTLP (each worker is its own service.instance.id, so the sums "
+                "across workers are right)",
+                port,
+            )
+
 
 def current_handle() -> Handle | None:
     """The handle of the running ``init()``, if any."""
@@ -153,8 +184,11 @@ def init(
             _log.exception("otel_kit.init failed; the application continues without telemetry")
             settings, problems = load_settings(requested)
             _handle = Handle(settings=settings, problems=problems)
+        _register_fork_hook()
         if not _atexit_registered:
             atexit.register(shutdown)
+            _flush_at_multiprocessing_exit()
+            multiprocessing.util.register_after_fork(shutdown, lambda _: _flush_at_multiprocessing_exit())
             _install_sigterm_flush()
             _atexit_registered = True
         return _handle
@@ -198,6 +232,35 @@ def _build(
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
     return handle
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    """A forked ``multiprocessing`` child (a ``Pool`` worker) ends with ``os._exit``, skipping ``atexit``, and starts
+    with the parent's exit finalizers cleared; this finalizer runs at its exit (registered again in each child)."""
+    multiprocessing.util.Finalize(None, shutdown, exitpriority=0)
+
+
+def _register_fork_hook() -> None:
+    """Make every forked child (gunicorn ``--preload``, ``multiprocessing`` with fork) a telemetry source of its own.
+
+    Registered after the providers were built, so it runs after the SDK's own fork hooks.
+    """
+    global _fork_hook_registered
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reinit_after_fork)
+        _fork_hook_registered = True
+
+
+def _reinit_after_fork() -> None:
+    global _lock
+    _lock = threading.RLock()  # another thread of the parent may have held it at the fork
+    handle = _handle
+    if handle is None or handle.closed or handle.pid == os.getpid():
+        return
+    try:
+        handle.after_fork()
+    except Exception:
+        _log.exception("otel_kit could not adapt to the fork; this worker's telemetry may carry the parent's identity")
 
 
 def _install_sigterm_flush() -> None:

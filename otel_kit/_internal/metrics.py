@@ -126,6 +126,10 @@ class PrometheusEndpoint:
         self._server.shutdown()
         self._server.server_close()
 
+    def close_inherited(self) -> None:
+        """Close the listening socket a forked child inherited (its serving thread stayed in the parent)."""
+        self._server.server_close()
+
 
 def build_meter_provider(
     settings: Settings,

@@ -9,13 +9,17 @@ message); this one costs a fraction of that (``bench/``). What it records, per t
   ``http.route``, ``http.response.status_code``, ``network.protocol.version``, ``client.address``,
   ``user_agent.original`` and ``correlation_id``; status ERROR for 5xx and for an exception (recorded, re-raised);
 - histogram ``http.server.request.duration`` (s) by method, route, status, scheme and ``error.type``;
-- the correlation id (see ``http_server``), echoed in ``X-Correlation-ID`` on every response.
+- the correlation id (see ``http_server``), echoed in ``X-Correlation-ID`` on every response;
+- a flush of all telemetry when the server shuts the app down (ASGI lifespan), before it reports shutdown
+  complete: uvicorn ends a worker by re-raising SIGTERM with its default action, so neither ``atexit`` nor the
+  toolkit's SIGTERM handler would get to run.
 
 The query string is not recorded: it often carries tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -54,7 +58,7 @@ class OtelKitASGIMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _flush_at_shutdown(send) if scope.get("type") == "lifespan" else send)
             return
         raw_headers = scope.get("headers") or ()
         carrier = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
@@ -137,3 +141,19 @@ def _echo(send: Send, cid: bytes, status: dict[str, int] | None) -> Send:
         await send(message)
 
     return send_with_id
+
+
+def _flush_at_shutdown(send: Send) -> Send:
+    """``send`` that exports everything buffered (bounded by ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``) before the app
+    reports the end of its lifespan."""
+
+    async def send_after_flush(message: Any) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            from otel_kit._internal.main import current_handle
+
+            handle = current_handle()
+            if handle is not None:
+                await asyncio.to_thread(handle.force_flush)
+        await send(message)
+
+    return send_after_flush

@@ -26,6 +26,7 @@ from otel_kit.integrations import (
     instrument_flask,
     instrument_httpx,
     instrument_pika,
+    instrument_psycopg,
     instrument_requests,
     instrument_wsgi,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "instrument_flask",
     "instrument_httpx",
     "instrument_pika",
+    "instrument_psycopg",
     "instrument_requests",
     "instrument_wsgi",
     "lambda_handler",

@@ -96,3 +96,32 @@ def test_handler_error_is_recorded_flushed_and_reraised(batched: InMemorySpanExp
     span = batched.get_finished_spans()[0]
     assert span.status.status_code.name == "ERROR"
     assert span.events[0].attributes["exception.type"] == "TimeoutError"
+
+
+def test_sqs_record_gives_parent_and_correlation_id_over_the_runtime_trace(
+    monkeypatch: pytest.MonkeyPatch, batched: InMemorySpanExporter
+) -> None:
+    """An SQS-triggered function continues the trace of the message it handles, not the runtime's own."""
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", XRAY_ENV)
+
+    @otel_kit.lambda_handler
+    def handler(event: dict[str, Any], context: Any) -> str | None:
+        return otel_kit.get_correlation_id()
+
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:sqs",
+                "body": "{}",
+                "attributes": {
+                    "AWSTraceHeader": "Root=1-6b035d65-65c02f8876a1b9639e5e181e;Parent=57c8782d37e9bd3d;Sampled=1"
+                },
+                "messageAttributes": {"X-Correlation-ID": {"stringValue": "order-42", "dataType": "String"}},
+            }
+        ]
+    }
+    assert handler(event, _context("req-4")) == "order-42"
+    span = batched.get_finished_spans()[0]
+    assert format_trace_id(span.context.trace_id) == "6b035d6565c02f8876a1b9639e5e181e"
+    assert span.parent is not None and span.parent.span_id == 0x57C8782D37E9BD3D
+    assert span.attributes["faas.trigger"] == "pubsub"

@@ -20,6 +20,7 @@ def test_exported_names() -> None:
         "instrument_flask",
         "instrument_httpx",
         "instrument_pika",
+        "instrument_psycopg",
         "instrument_requests",
         "instrument_wsgi",
         "lambda_handler",

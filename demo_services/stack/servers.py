@@ -26,6 +26,7 @@ __all__ = [
     "ManagedProcess",
     "MotoServer",
     "OtlpReceiver",
+    "PostgreSQL",
     "RabbitMQ",
     "ServerError",
     "free_port",
@@ -124,6 +125,7 @@ class RabbitMQ:
         if not Path(server).exists():
             raise ServerError("rabbitmq-server is not installed (Debian package rabbitmq-server); run ./run setup")
         epmd_port, dist_port = free_port(), free_port()
+        self._env: dict[str, str] = {}
         (self._base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n")
         (self._base / "enabled_plugins").write_text("[].\n")
         for sub in ("mnesia", "log"):
@@ -146,17 +148,27 @@ class RabbitMQ:
             "RABBITMQ_DIST_PORT": str(dist_port),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
+        self._env = env
         try:
             epmd = ManagedProcess("epmd", ["epmd", "-port", str(epmd_port), "-address", LOOPBACK], env, self._base)
             self._procs.append(epmd)
             wait_until(lambda: epmd.check_alive() is None and port_open(epmd_port), 10, "epmd")
-            node = ManagedProcess("rabbitmq", [server], env, self._base)
-            self._procs.append(node)
-            wait_until(lambda: node.check_alive() is None and self._accepts_amqp(), self._timeout, "RabbitMQ")
+            self.start_node()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def start_node(self) -> None:
+        """Start the broker node (again, after ``stop_node``), on the same port with the same data."""
+        node = ManagedProcess("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], self._env, self._base)
+        self._procs.append(node)
+        wait_until(lambda: node.check_alive() is None and self._accepts_amqp(), self._timeout, "RabbitMQ")
+
+    def stop_node(self) -> None:
+        """Stop the broker node, as an outage would (clients see their connections close)."""
+        node = self._procs.pop()
+        node.stop()
 
     def _accepts_amqp(self) -> bool:
         if not port_open(self.port):
@@ -355,6 +367,66 @@ class MotoServer(_ChildServer):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not found:
+        raise ServerError("PostgreSQL is not installed (Debian package postgresql); run ./run setup")
+    return found[-1].parent
+
+
+class PostgreSQL(_ChildServer):
+    """A throwaway PostgreSQL cluster (Debian ``postgresql``) on a free loopback port, with one database per name.
+
+    Loopback only and thrown away at exit, so it trusts local connections: no password exists to leak. As root,
+    the server runs as the ``postgres`` user (PostgreSQL refuses to run as root). fsync is off: test data only.
+    """
+
+    name = "postgresql"
+
+    def __init__(self, databases: list[str]) -> None:
+        self.port = free_port()
+        super().__init__([self.port])
+        self.databases = databases
+        self._as_postgres: list[str] = []
+        if os.getuid() == 0:
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+            self.workdir.chmod(0o755)
+            shutil.chown(self.workdir, "postgres", "postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/{database}"
+
+    def argv(self) -> list[str]:
+        bindir, data = _postgres_bindir(), self.workdir / "data"
+        subprocess.run(
+            [*self._as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--no-sync", "--no-instructions"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        return [
+            *self._as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
+            "-c", f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={self.workdir}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        import psycopg
+
+        def accepts() -> bool:
+            try:
+                psycopg.connect(self.url("postgres"), connect_timeout=1).close()
+            except psycopg.OperationalError:
+                return False
+            return True
+
+        wait_until(accepts, self.start_timeout, "PostgreSQL to accept connections")
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for database in self.databases:
+                conn.execute(f'CREATE DATABASE "{database}"')
+        return self
 
 
 def _http_ok(url: str) -> bool:

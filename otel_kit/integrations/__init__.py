@@ -1,6 +1,6 @@
 """Integrations: one ``instrument_<lib>()`` per library, each importing its dependency only when called.
 
-Clients (requests, httpx, pika, aio-pika, botocore) are instrumented by ``init()`` when their library is
+Clients (requests, httpx, pika, aio-pika, botocore, psycopg) are instrumented by ``init()`` when their library is
 installed, unless named in the standard ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Servers need the application
 object: call ``instrument_fastapi(app)``, ``instrument_flask(app)``, or wrap any ASGI/WSGI app with
 ``instrument_asgi``/``instrument_wsgi``.
@@ -25,6 +25,7 @@ __all__ = [
     "instrument_flask",
     "instrument_httpx",
     "instrument_pika",
+    "instrument_psycopg",
     "instrument_requests",
     "instrument_wsgi",
 ]
@@ -146,6 +147,12 @@ def instrument_botocore() -> Any:
     return _contrib("opentelemetry.instrumentation.botocore", "BotocoreInstrumentor", "aws")
 
 
+def instrument_psycopg() -> Any:
+    """Client spans for PostgreSQL through psycopg 3 (``db.system.name``, ``db.namespace``, the statement text with
+    its placeholders, never the bound values)."""
+    return _contrib("opentelemetry.instrumentation.psycopg", "PsycopgInstrumentor", "postgres")
+
+
 def instrument_pika() -> Any:
     """Producer and consumer spans, with context in message headers, for pika's ``BlockingChannel``."""
     _require("pika", "pika")
@@ -173,6 +180,7 @@ _AUTO = {
     "botocore": ("botocore", instrument_botocore),
     "pika": ("pika", instrument_pika),
     "aio-pika": ("aio_pika", instrument_aio_pika),
+    "psycopg": ("psycopg", instrument_psycopg),
 }
 
 

@@ -1,7 +1,9 @@
 """``@lambda_handler``: a span per AWS Lambda invocation, flushed before the handler returns.
 
-The parent is taken from the event's HTTP headers (API Gateway: ``traceparent``, ``X-Amzn-Trace-Id``) when
-present, else from the ``_X_AMZN_TRACE_ID`` variable the Lambda runtime sets for each invocation. The span
+The parent is taken from the event when it carries one: the HTTP headers of an API Gateway event
+(``traceparent``, ``X-Amzn-Trace-Id``), or the first record of an SQS event (its ``AWSTraceHeader`` attribute and
+``traceparent``/``baggage``/``X-Correlation-ID`` message attributes); else from the ``_X_AMZN_TRACE_ID`` variable
+the Lambda runtime sets for each invocation. The span
 carries ``faas.invocation_id`` (the request id), ``faas.coldstart``, ``faas.name`` and ``cloud.resource_id``; the
 correlation id comes from the event's headers or is fresh, and is echoed in an API Gateway response's headers.
 Telemetry is flushed before returning, because a frozen Lambda sandbox may never run again.
@@ -32,10 +34,28 @@ def _carrier(event: Any) -> dict[str, str]:
     trace_env = os.environ.get("_X_AMZN_TRACE_ID")
     if trace_env:
         carrier["x-amzn-trace-id"] = trace_env
-    headers = event.get("headers") if isinstance(event, Mapping) else None
+    if not isinstance(event, Mapping):
+        return carrier
+    headers = event.get("headers")
     if isinstance(headers, Mapping):
         carrier.update({str(k).lower(): v for k, v in headers.items() if isinstance(v, str)})
+    record = _first_sqs_record(event)
+    if record is not None:
+        attributes = record.get("attributes")
+        if isinstance(attributes, Mapping) and isinstance(attributes.get("AWSTraceHeader"), str):
+            carrier["x-amzn-trace-id"] = attributes["AWSTraceHeader"]
+        message_attributes = record.get("messageAttributes")
+        if isinstance(message_attributes, Mapping):
+            for name, value in message_attributes.items():
+                if isinstance(value, Mapping) and isinstance(value.get("stringValue"), str):
+                    carrier[str(name).lower()] = value["stringValue"]
     return carrier
+
+
+def _first_sqs_record(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    records = event.get("Records")
+    first = records[0] if isinstance(records, list) and records else None
+    return first if isinstance(first, Mapping) and first.get("eventSource") == "aws:sqs" else None
 
 
 def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) -> Any:
@@ -49,8 +69,9 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
             carrier = _carrier(event)
             ctx = propagate.extract(carrier, getter=lower_case_getter)
             is_http = isinstance(event, Mapping) and isinstance(event.get("headers"), Mapping)
+            is_queue = isinstance(event, Mapping) and _first_sqs_record(event) is not None
             attrs: dict[str, Any] = {
-                "faas.trigger": "http" if is_http else "other",
+                "faas.trigger": "http" if is_http else "pubsub" if is_queue else "other",
                 "faas.coldstart": cold,
                 "faas.invocation_id": str(getattr(lambda_context, "aws_request_id", "")),
                 "faas.name": str(

@@ -60,6 +60,21 @@ def test_traceparent_wins_over_xray_when_both_are_valid(tel: testing.Capture) ->
     assert format_trace_id(server.context.trace_id) == TRACE_ID
 
 
+def test_both_trace_headers_with_the_same_parent_are_not_counted_as_rejected(tel: testing.Capture) -> None:
+    """What otel_kit itself sends between services: X-Amzn-Trace-Id and traceparent naming the same parent."""
+    status, _ = _call(
+        _app(),
+        [
+            (b"x-amzn-trace-id", b"Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1"),
+            (b"traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()),
+        ],
+    )
+    assert status == 200
+    server = next(s for s in tel.spans() if s.kind is trace.SpanKind.SERVER)
+    assert format_trace_id(server.context.trace_id) == TRACE_ID
+    assert counts().get(PROPAGATION_REJECTED, "traceparent") == 0
+
+
 @pytest.mark.parametrize(
     ("header", "value"),
     [

@@ -116,6 +116,13 @@ def _span_context(ctx: Context | None) -> trace.SpanContext:
     return trace.get_current_span(ctx).get_span_context()
 
 
+def _parses_alone(propagator: TextMapPropagator, carrier: CarrierT, getter: Getter[CarrierT]) -> bool:
+    try:
+        return _span_context(propagator.extract(carrier, Context(), getter=getter)).is_valid
+    except Exception:
+        return False
+
+
 class HardenedPropagator(TextMapPropagator):
     """Runs propagators in order like ``CompositePropagator``, but no exception escapes and rejects are counted.
 
@@ -137,7 +144,15 @@ class HardenedPropagator(TextMapPropagator):
             except Exception:
                 counts().add(PROPAGATION_REJECTED, trace_header or type(propagator).__name__)
                 continue
-            if trace_header and _span_context(ctx) == before and _first(getter, carrier, trace_header):
+            # unchanged: malformed, or the same parent as an earlier header (otel_kit sends X-Amzn-Trace-Id and
+            # traceparent together); rejected only when the header gives nothing on its own
+            if (
+                trace_header
+                and before is not None
+                and _span_context(ctx) == before
+                and _first(getter, carrier, trace_header)
+                and not (before.is_valid and _parses_alone(propagator, carrier, getter))
+            ):
                 counts().add(PROPAGATION_REJECTED, trace_header.lower())
         return ctx
 

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 __all__ = [
+    "Alertmanager",
     "ManagedProcess",
     "MotoServer",
     "OtlpReceiver",
@@ -72,6 +73,7 @@ class ManagedProcess:
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, workdir: Path | None = None):
         self.name = name
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"otel-kit-{name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -195,6 +197,8 @@ class _ChildServer:
 
     name = "server"
     start_timeout = 30.0
+    url = ""
+    ready_path = ""  # when set, also wait until GET {url}{ready_path} answers 200
 
     def __init__(self, ports: list[int], workdir: Path | None = None) -> None:
         self.ports = ports
@@ -215,6 +219,8 @@ class _ChildServer:
                 self.start_timeout,
                 self.name,
             )
+            if self.ready_path:
+                wait_until(lambda: _http_ok(self.url + self.ready_path), self.start_timeout, f"{self.name} ready")
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -441,42 +447,104 @@ def _http_ok(url: str) -> bool:
 
 
 class Prometheus(_ChildServer):
-    """Prometheus from Debian's package with the remote-write receiver and exemplar storage on (stands in for Mimir)."""
+    """Prometheus from Debian's package with the remote-write receiver and exemplar storage on (stands in for Mimir).
+
+    ``rule_files`` are loaded and evaluated every ``evaluation_interval``; alerts go to ``alertmanager_url``.
+    """
 
     name = "prometheus"
+    ready_path = "/-/ready"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        rule_files: list[Path] | None = None,
+        alertmanager_url: str | None = None,
+        evaluation_interval: str = "15s",
+        scrape_targets: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         super().__init__([self.port])
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.remote_write_url = f"{self.url}/api/v1/write"
+        self.rule_files = rule_files or []
+        self.alertmanager_url = alertmanager_url
+        self.evaluation_interval = evaluation_interval
+        self.scrape_targets = scrape_targets or {}
 
     def argv(self) -> list[str]:
-        config = self.workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\n")
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": self.evaluation_interval},
+            "rule_files": [str(p) for p in self.rule_files],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                for job, target in self.scrape_targets.items()
+            ],
+        }
+        if self.alertmanager_url:
+            host = self.alertmanager_url.split("://", 1)[1].rstrip("/")
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host]}]}]}
+        path = self.workdir / "prometheus.yml"
+        path.write_text(json.dumps(config))  # JSON is YAML
         return [
             shutil.which("prometheus") or "/usr/bin/prometheus",
-            f"--config.file={config}",
+            f"--config.file={path}",
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address={LOOPBACK}:{self.port}",
             "--web.enable-remote-write-receiver",
             "--enable-feature=exemplar-storage",
         ]
 
-    def __enter__(self) -> Self:
-        super().__enter__()
-        wait_until(lambda: _http_ok(f"{self.url}/-/ready"), self.start_timeout, "Prometheus to be ready")
-        return self
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts pending or firing now (``/api/v1/alerts``)."""
+        return list(_get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"])
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """The result vector of an instant PromQL query."""
         import urllib.parse
         import urllib.request
 
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body = json.load(response)
+        body = _get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
         return list(body["data"]["result"])
+
+
+def _get_json(url: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+class Alertmanager(_ChildServer):
+    """Alertmanager from Debian's package (``prometheus-alertmanager``) with ``config``, clustering off."""
+
+    name = "alertmanager"
+    ready_path = "/-/ready"
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        super().__init__([self.port])
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.config = config
+        self._env = env or {}
+
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+        if not Path(binary).exists():
+            raise ServerError("Alertmanager is not installed (Debian package prometheus-alertmanager); run ./run setup")
+        return [
+            binary,
+            f"--config.file={self.config}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--cluster.listen-address=",
+        ]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Alertmanager holds (``/api/v2/alerts``)."""
+        return list(_get_json(f"{self.url}/api/v2/alerts"))
 
 
 COLLECTOR_DIR = Path(__file__).resolve().parents[2] / "collector"

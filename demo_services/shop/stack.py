@@ -1,0 +1,344 @@
+"""The local stack runner: the whole shop and its observability backends on free loopback ports, then a report.
+
+Start order, each step waiting for a health check: the OTLP captures standing in for Tempo and Loki, Alertmanager,
+Prometheus (standing in for Mimir, with the rules in ``alerts/``), the collector (base + lgtm overlay), RabbitMQ,
+PostgreSQL (one database per service), then inventory, payments, orders, gateway and the three consumers.
+Everything is stopped in reverse on exit, on Ctrl-C, on SIGTERM and when a step fails; ``stack.json`` in the
+output folder lists every process and port while they run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import httpx
+
+from demo_services.shop.loadgen import LoadResult, run_load
+from demo_services.stack.servers import (
+    Alertmanager,
+    Collector,
+    ManagedProcess,
+    OtlpReceiver,
+    PostgreSQL,
+    Prometheus,
+    RabbitMQ,
+    attributes,
+    free_port,
+    hex_id,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP_SERVICES = ("inventory", "payments", "orders", "gateway")
+CONSUMERS = ("notifications", "cashback", "receipts")
+FAULTS = {
+    # name: (service, fault values when on, values when off)
+    "payment-decline": ("payments", {"decline_rate": 0.6}, {"decline_rate": 0}),
+    "payment-latency": ("payments", {"latency_ms": 2500}, {"latency_ms": 0}),
+    "inventory-slow": ("inventory", {"slow_query_ms": 400}, {"slow_query_ms": 0}),
+    "cashback-crash": ("cashback", {}, {}),
+    "broker-outage": ("rabbitmq", {}, {}),
+}
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ShopStack:
+    """The running stack; a context manager. ``out``: the folder for ``stack.json`` and the raw telemetry."""
+
+    out: Path
+    api_key: str = field(default_factory=lambda: f"demo-{secrets.token_hex(8)}")
+    urls: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    _pids: set[int] = field(default_factory=set)
+    _ports: set[int] = field(default_factory=set)
+
+    def __enter__(self) -> Self:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._stack = ExitStack()
+        try:
+            self._start()
+        except BaseException:
+            step("a step failed; stopping what was started")
+            self._stack.close()
+            self._write_manifest(running=False)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        step("stopping everything")
+        self._stack.close()
+        self._write_manifest(running=False)
+
+    def _start(self) -> None:
+        enter = self._stack.enter_context
+        step("starting OTLP captures for Tempo and Loki, Alertmanager and Prometheus (for Mimir)")
+        self.tempo, self.loki = enter(OtlpReceiver()), enter(OtlpReceiver())
+        am_config = self.out / "alertmanager.yml"
+        am_config.write_text(json.dumps({"route": {"receiver": "report", "group_wait": "5s"},
+                                         "receivers": [{"name": "report"}]}))  # fmt: skip
+        self.alertmanager = enter(Alertmanager(am_config))
+        rules = sorted((ROOT / "alerts").glob("*.rules.yml"))
+        self.mimir = enter(Prometheus(rules, self.alertmanager.url, evaluation_interval="5s"))
+        step("starting the otel-kit collector (base + lgtm)")
+        self.collector = enter(Collector(["lgtm.yaml"], {
+            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{self.tempo.grpc_port}",
+            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{self.loki.http_port}/otlp",
+            "MIMIR_REMOTE_WRITE_URL": self.mimir.remote_write_url,
+        }))  # fmt: skip
+        self._write_manifest()
+        step("starting RabbitMQ and PostgreSQL")
+        self.rabbitmq = enter(RabbitMQ())
+        self.postgres = enter(PostgreSQL(["orders", "inventory", "payments"]))
+        self._write_manifest()
+        for name in (*HTTP_SERVICES, *CONSUMERS):
+            step(f"starting {name}")
+            self.start_service(name)
+        self._write_manifest()
+
+    def _env(self, name: str) -> dict[str, str]:
+        env = {
+            "PYTHONPATH": str(ROOT),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector.endpoint,
+            "OTEL_KIT_ENVIRONMENT": "demo",
+            "OTEL_KIT_SERVICE_VERSION": "1.0.0",
+            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            "AMQP_URL": self.rabbitmq.url,
+            "SHOP_API_KEYS": self.api_key,
+            **{f"{svc.upper()}_URL": url for svc, url in self.urls.items()},
+        }
+        if name in ("inventory", "payments", "orders"):
+            env["DATABASE_URL"] = self.postgres.url(name)
+        return env
+
+    def start_service(self, name: str) -> None:
+        """Start one service (again, after ``stop_service``) and wait until it is ready."""
+        env = self._env(name)
+        if name in HTTP_SERVICES:
+            port = int(self.urls.get(name, f":{free_port()}").rsplit(":", 1)[1])
+            self.urls[name] = f"http://127.0.0.1:{port}"
+            env["PORT"] = str(port)
+            if name == "inventory":  # a WSGI app under gunicorn; one process so its faults are one state
+                argv = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8", "--bind",
+                        f"127.0.0.1:{port}", "demo_services.shop.inventory:app"]  # fmt: skip
+            else:
+                argv = [sys.executable, "-m", f"demo_services.shop.{name}"]
+        else:
+            argv = [sys.executable, "-m", "demo_services.shop.consumers", name]
+        process = ManagedProcess(name, argv, env, self.out / "services")
+        self.processes[name] = process
+        self._stack.callback(process.stop)
+        self._write_manifest()
+        if name in HTTP_SERVICES:
+            wait_until(lambda: process.check_alive() is None and _ok(f"{self.urls[name]}/health"), 60, name)
+        else:
+            wait_until(lambda: process.check_alive() is None and '"consuming"' in process.output_tail(50), 60, name)
+
+    def stop_service(self, name: str, kill: bool = False) -> None:
+        process = self.processes.pop(name)
+        if kill:
+            process.proc.kill()
+        process.stop()
+
+    def set_fault(self, name: str, on: bool) -> None:
+        """Switch a fault (a key of FAULTS) on or off."""
+        service, when_on, when_off = FAULTS[name]
+        if name == "cashback-crash":
+            self.stop_service("cashback", kill=True) if on else self.start_service("cashback")
+        elif name == "broker-outage":
+            self.rabbitmq.stop_node() if on else self.rabbitmq.start_node()
+        else:
+            httpx.put(f"{self.urls[service]}/admin/faults", json=when_on if on else when_off).raise_for_status()
+
+    def _write_manifest(self, running: bool = True) -> None:
+        """``stack.json``: every process and port the stack has started, so anyone can check none is left behind."""
+        servers = [getattr(self, n, None) for n in ("tempo", "loki", "alertmanager", "mimir", "collector", "postgres")]
+        self._pids.update(s.pid() for s in servers if s is not None and s._proc is not None)
+        self._ports.update(p for s in servers if s is not None for p in s.ports)
+        rabbit = getattr(self, "rabbitmq", None)
+        if rabbit is not None:
+            self._pids.update(p.proc.pid for p in rabbit._procs)
+            self._ports.add(rabbit.port)
+        self._pids.update(p.proc.pid for p in self.processes.values())
+        self._ports.update(int(url.rsplit(":", 1)[1]) for url in self.urls.values())
+        manifest = {"running": running, "pids": sorted(self._pids), "ports": sorted(self._ports), "urls": self.urls}
+        (self.out / "stack.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | None = None) -> int:
+    """Start the stack, drive load (faults on in the middle third), print the report, stop everything."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    with ShopStack(out) as shop:
+        step(f"stack up in {time.monotonic() - started:.0f} s; services: "
+             + ", ".join(f"{k} {v}" for k, v in shop.urls.items()))  # fmt: skip
+        third = duration / 3
+        result = LoadResult()
+        phases = [(third, []), (third, faults), (duration - 2 * third, [])] if faults else [(duration, [])]
+        for seconds, active in phases:
+            for fault in active:
+                step(f"fault on: {fault}")
+                shop.set_fault(fault, True)
+            part = run_load(shop.urls["gateway"], shop.api_key, rate, seconds, seed)
+            for fault in active:
+                step(f"fault off: {fault}")
+                shop.set_fault(fault, False)
+            result.outcomes.update(part.outcomes)
+            result.confirmed += part.confirmed
+            result.compensated += part.compensated
+        step("waiting for the telemetry to arrive")
+        Report(shop, result).wait_for_telemetry()
+        report = Report(shop, result)
+        print(report.text())
+        report.save_raw()
+        step(f"raw telemetry written to {out}")
+    return 0
+
+
+class Report:
+    """What a person wants after a run, from what the backends received."""
+
+    def __init__(self, shop: ShopStack, load: LoadResult) -> None:
+        self.shop, self.load = shop, load
+        self.spans = [(r.get("service.name", "?"), s) for r, s in shop.tempo.spans()]
+        self.logs = [(r.get("service.name", "?"), rec) for r, rec in shop.loki.log_records()]
+
+    def wait_for_telemetry(self) -> None:
+        """Until every saga the load generator saw is in the traces and Prometheus has the span metrics."""
+        wanted = set(self.load.confirmed[:3] + self.load.compensated[:3])
+
+        def sagas_seen() -> bool:
+            ids = {attributes(s.get("attributes", [])).get("order.id") for _, s in self.shop.tempo.spans()}
+            return wanted <= ids
+
+        wait_until(sagas_seen, 60, "the sampled sagas' traces")
+        wait_until(lambda: bool(self.shop.mimir.query("traces_span_metrics_calls_total")), 60, "span metrics")
+
+    def _saga_trace(self, order_id: str) -> str | None:
+        for _, span in self.spans:
+            if (
+                span["name"] == "saga place-order"
+                and attributes(span.get("attributes", [])).get("order.id") == order_id
+            ):
+                return hex_id(span["traceId"])
+        return None
+
+    def tree(self, trace_hex: str) -> list[str]:
+        spans = [(svc, s) for svc, s in self.spans if hex_id(s["traceId"]) == trace_hex]
+        ids = {hex_id(s["spanId"]) for _, s in spans}
+        children: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        for svc, span in spans:
+            children[hex_id(span.get("parentSpanId", ""))].append((svc, span))
+        lines: list[str] = []
+
+        def walk(svc: str, span: dict[str, Any], depth: int) -> None:
+            ms = (int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])) / 1e6
+            kind = span.get("kind", "").removeprefix("SPAN_KIND_").lower()
+            status = span.get("status", {})
+            mark = f"  ERROR {status.get('message', '')}".rstrip() if status.get("code") == "STATUS_CODE_ERROR" else ""
+            lines.append(f"  {'  ' * depth}{svc}: {span['name']} [{kind}] {ms:.1f} ms{mark}")
+            for child in sorted(children[hex_id(span["spanId"])], key=lambda c: int(c[1]["startTimeUnixNano"])):
+                walk(*child, depth + 1)
+
+        for svc, root in spans:
+            if hex_id(root.get("parentSpanId", "")) not in ids:
+                walk(svc, root, 0)
+        return lines
+
+    def red(self) -> list[str]:
+        kinds = 'span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER"'
+        calls = "traces_span_metrics_calls_total"
+        rate = self.shop.mimir.query(f"sum by (service_name) (rate({calls}{{{kinds}}}[5m]))")
+        errors = self.shop.mimir.query(
+            f'sum by (service_name) (rate({calls}{{{kinds},status_code="STATUS_CODE_ERROR"}}[5m]))'
+        )
+        p95 = self.shop.mimir.query(
+            "1000 * histogram_quantile(0.95, sum by (service_name, le) "
+            f"(rate(traces_span_metrics_duration_seconds_bucket{{{kinds}}}[5m])))"
+        )
+        by = lambda rows: {r["metric"].get("service_name", "?"): float(r["value"][1]) for r in rows}  # noqa: E731
+        rates, errs, p95s = by(rate), by(errors), by(p95)
+        lines = [f"  {'service':<14} {'req/s':>7} {'errors':>7} {'p95 ms':>8}"]
+        for svc in sorted(rates):
+            share = errs.get(svc, 0.0) / rates[svc] if rates[svc] else 0.0
+            lines.append(f"  {svc:<14} {rates[svc]:>7.2f} {share:>7.1%} {p95s.get(svc, float('nan')):>8.1f}")
+        return lines
+
+    def top_errors(self, n: int = 5) -> list[str]:
+        errors = Counter(  # an HTTP client span of a 4xx/5xx without a message only echoes the server's answer
+            (svc, s["name"], s.get("status", {}).get("message", ""))
+            for svc, s in self.spans
+            if s.get("status", {}).get("code") == "STATUS_CODE_ERROR"
+            and (s.get("kind") != "SPAN_KIND_CLIENT" or s.get("status", {}).get("message"))
+        )
+        lines: list[str] = []
+        for (svc, name, message), count in errors.most_common(n):
+            lines.append(f"  {count:>4} x {svc}: {name}: {message or '(no message)'}")
+            example = next(s for sv, s in self.spans if (sv, s["name"]) == (svc, name) and
+                           s.get("status", {}).get("message", "") == message)  # fmt: skip
+            trace_hex = hex_id(example["traceId"])
+            for log_svc, record in self.logs:
+                if hex_id(record.get("traceId", "")) == trace_hex and record.get("severityText") in (
+                    "ERROR",
+                    "WARNING",
+                    "WARN",
+                ):
+                    body = record.get("body", {}).get("stringValue", "")
+                    lines.append(f"         log {log_svc} {record.get('severityText')}: {body}")
+        return lines or ["  none"]
+
+    def alerts(self) -> list[str]:
+        seen = {(a["labels"]["alertname"], a["state"]) for a in self.shop.mimir.alerts()}
+        delivered = {a["labels"]["alertname"] for a in self.shop.alertmanager.alerts()}
+        lines = [
+            f"  {name}: {state}{' (at Alertmanager)' if name in delivered else ''}" for name, state in sorted(seen)
+        ]
+        return lines or ["  none"]
+
+    def text(self) -> str:
+        out = [
+            f"load: {self.load.summary()}",
+            f"Tempo received {len(self.spans)} spans; Loki {len(self.logs)} log records",
+        ]
+        for title, ids in (("a completed saga", self.load.confirmed), ("a compensated saga", self.load.compensated)):
+            trace_hex = next((t for t in map(self._saga_trace, ids) if t), None)
+            if trace_hex:
+                out += ["", f"{title} (trace {trace_hex}):", *self.tree(trace_hex)]
+        out += ["", "RED per service (span metrics in Prometheus, last 5 min):", *self.red()]
+        out += ["", "top errors, with the error log lines of one of their traces:", *self.top_errors()]
+        out += ["", "alerts:", *self.alerts()]
+        return "\n".join(out)
+
+    def save_raw(self) -> None:
+        shutil.copy(self.shop.tempo.out, self.shop.out / "tempo-otlp.jsonl")
+        shutil.copy(self.shop.loki.out, self.shop.out / "loki-otlp.jsonl")
+        series = self.shop.mimir.query('{__name__=~".+", service_name!=""}')
+        (self.shop.out / "prometheus-series.json").write_text(json.dumps(series))

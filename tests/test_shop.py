@@ -1,0 +1,197 @@
+"""The demo shop end to end, on the real broker, databases and collector: what its traces, logs and queues show.
+
+One stack serves the tests of this module (about 30 s to start); the runner's own tests start their own.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pika
+import pytest
+
+from demo_services.shop.common import DEAD_LETTER_QUEUE, ORDERS_EXCHANGE
+from demo_services.shop.stack import ShopStack
+from demo_services.stack.servers import attributes, hex_id, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+SERVICES = {"gateway", "orders", "inventory", "payments", "notifications", "cashback", "receipts"}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopStack]:
+    with ShopStack(tmp_path_factory.mktemp("shop")) as stack:
+        yield stack
+
+
+def _client(shop: ShopStack, **headers: str) -> httpx.Client:
+    return httpx.Client(base_url=shop.urls["gateway"], headers={"X-Api-Key": shop.api_key, **headers}, timeout=30)
+
+
+def _trace_of_order(shop: ShopStack, order_id: str) -> str:
+    for _, span in shop.tempo.spans():
+        if span["name"] == "saga place-order" and attributes(span.get("attributes", [])).get("order.id") == order_id:
+            return hex_id(span["traceId"])
+    raise AssertionError(f"no saga span for order {order_id}")
+
+
+def _spans(shop: ShopStack, trace_hex: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(r["service.name"], s) for r, s in shop.tempo.spans() if hex_id(s["traceId"]) == trace_hex]
+
+
+def _wait_for_services(shop: ShopStack, order_id: str, services: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    def seen() -> bool:
+        try:
+            return services <= {svc for svc, _ in _spans(shop, _trace_of_order(shop, order_id))}
+        except AssertionError:
+            return False
+
+    wait_until(seen, 30, f"spans of {sorted(services)} for order {order_id}")
+    return _spans(shop, _trace_of_order(shop, order_id))
+
+
+def test_a_placed_order_is_one_trace_across_every_service(shop: ShopStack) -> None:
+    with _client(shop) as client:
+        response = client.post("/orders", json={"sku": "book-1", "qty": 1, "card": "tok_visa"})
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "confirmed"
+    spans = _wait_for_services(shop, response.json()["order_id"], SERVICES)
+
+    kinds = {(svc, s["kind"]) for svc, s in spans}
+    assert ("gateway", "SPAN_KIND_SERVER") in kinds
+    for consumer in ("notifications", "cashback", "receipts"):
+        assert (consumer, "SPAN_KIND_CONSUMER") in kinds
+    # database spans from both databases the saga touched
+    db_services = {svc for svc, s in spans if attributes(s.get("attributes", [])).get("db.system") == "postgresql"}
+    assert {"orders", "inventory", "payments"} <= db_services
+    # the consumers' spans are children of the publish span and link to it
+    publish = [s for svc, s in spans if svc == "orders" and s["kind"] == "SPAN_KIND_PRODUCER"]
+    assert len(publish) == 1
+    assert attributes(publish[0]["attributes"])["messaging.system"] == "rabbitmq"
+    for svc, span in spans:
+        if span["kind"] == "SPAN_KIND_CONSUMER":
+            assert span["parentSpanId"] == publish[0]["spanId"], svc
+            assert [link["spanId"] for link in span.get("links", [])] == [publish[0]["spanId"]], svc
+    # the Lambda handler's invocation span continues the receipts consumer's
+    lambda_span = next(s for svc, s in spans if svc == "receipts" and s["kind"] == "SPAN_KIND_SERVER")
+    assert attributes(lambda_span["attributes"])["faas.trigger"] == "pubsub"
+
+
+def test_a_declined_payment_is_compensated_and_the_saga_fails(shop: ShopStack) -> None:
+    with _client(shop) as client:
+        stock_before = httpx.get(f"{shop.urls['inventory']}/products/book-2").json()["stock"]
+        response = client.post("/orders", json={"sku": "book-2", "qty": 2, "card": "tok_decline"})
+        stock_after = httpx.get(f"{shop.urls['inventory']}/products/book-2").json()["stock"]
+    assert response.status_code == 402
+    assert response.json() | {"order_id": ""} == {"order_id": "", "status": "compensated", "reason": "payment_declined"}
+    assert stock_after == stock_before  # the reservation was released
+    spans = _wait_for_services(shop, response.json()["order_id"], {"orders", "inventory", "payments"})
+    names = {s["name"]: s for _, s in spans}
+    saga = names["saga place-order"]
+    assert saga["status"] == {"code": "STATUS_CODE_ERROR", "message": "payment_declined"}
+    release = names["saga compensate release-stock"]
+    assert release["parentSpanId"] == saga["spanId"]
+    assert release.get("status", {}).get("code") != "STATUS_CODE_ERROR"
+    assert "DELETE /reservations/<order_id>" in names  # the inventory's side of the compensation
+
+
+def test_every_log_line_of_one_order_carries_its_correlation_id(shop: ShopStack) -> None:
+    correlation_id = f"e2e-{uuid.uuid4().hex[:12]}"
+    with _client(shop, **{"X-Correlation-ID": correlation_id}) as client:
+        response = client.post("/orders", json={"sku": "book-3", "qty": 1, "card": "tok_visa"})
+    assert response.headers["X-Correlation-ID"] == correlation_id
+    order_id = response.json()["order_id"]
+    _wait_for_services(shop, order_id, SERVICES)
+
+    def lines() -> list[dict[str, Any]]:
+        found = []
+        for log in (shop.out / "services").glob("*.log"):
+            for line in log.read_text().splitlines():
+                if order_id in line and line.startswith("{"):
+                    found.append(json.loads(line))
+        return found
+
+    wait_until(lambda: {line["service"] for line in lines()} >= SERVICES, 30, "log lines from every service")
+    assert {line["correlation_id"] for line in lines()} == {correlation_id}
+    assert {line["trace_id"] for line in lines()} == {_trace_of_order(shop, order_id)}
+    print(f"{len(lines())} log lines from {len(SERVICES)} services carry {correlation_id}")
+
+
+def test_a_poison_message_is_dead_lettered_with_its_trace_id(shop: ShopStack) -> None:
+    trace_hex = uuid.uuid4().hex
+    traceparent = f"00-{trace_hex}-{uuid.uuid4().hex[:16]}-01"
+    connection = pika.BlockingConnection(pika.URLParameters(shop.rabbitmq.url))
+    try:
+        channel = connection.channel()
+        properties = pika.BasicProperties(headers={"traceparent": traceparent}, content_type="application/json")
+        channel.basic_publish(ORDERS_EXCHANGE, "order.confirmed", b"{not json", properties)
+
+        dead: list[tuple[Any, bytes]] = []
+
+        def collect() -> bool:
+            method, props, body = channel.basic_get(DEAD_LETTER_QUEUE, auto_ack=True)
+            if method is not None:
+                dead.append((props, body))
+            return {d["queue"] for p, _ in dead for d in p.headers.get("x-death", [])} >= {"cashback", "receipts"}
+
+        wait_until(collect, 30, "the poison message in the dead-letter queue from each consumer")
+    finally:
+        connection.close()
+    for props, body in dead:
+        assert body == b"{not json"
+        assert props.headers["traceparent"] == traceparent  # the trace id survives dead-lettering
+
+    # each consumer said why, in the trace of the message
+    def logged() -> set[str]:
+        services = set()
+        for log in (shop.out / "services").glob("*.log"):
+            for line in log.read_text().splitlines():
+                if trace_hex in line and "poison message dead-lettered" in line:
+                    services.add(json.loads(line)["service"])
+        return services
+
+    wait_until(lambda: logged() >= {"cashback", "receipts", "notifications"}, 30, "the consumers' error lines")
+
+
+def test_gateway_refuses_without_a_key_rate_limits_and_validates(shop: ShopStack) -> None:
+    assert httpx.get(f"{shop.urls['gateway']}/products").status_code == 401
+    with _client(shop) as client:
+        assert client.post("/orders", json={"sku": "book-1", "qty": 0, "card": "tok_visa"}).status_code == 422
+        assert client.post("/orders", json={"sku": "nope-9", "qty": 1, "card": "tok_visa"}).status_code == 422
+        statuses = [client.get("/products").status_code for _ in range(150)]
+    assert 429 in statuses and statuses[0] == 200  # a burst above 2 x SHOP_RATE_LIMIT is refused
+
+
+def test_payment_retries_use_one_idempotency_key(shop: ShopStack) -> None:
+    """A replayed charge with the same key is answered from the first result, never charged twice."""
+    order_id = f"idem-{uuid.uuid4().hex[:8]}"
+    body = {"order_id": order_id, "amount": 10.0, "card": "tok_visa"}
+    headers = {"Idempotency-Key": f"order-{order_id}"}
+    first = httpx.post(f"{shop.urls['payments']}/charges", json=body, headers=headers, timeout=10)
+    again = httpx.post(f"{shop.urls['payments']}/charges", json=body, headers=headers, timeout=10)
+    if first.status_code == 503:  # the provider's transient failure; the retry then charges
+        assert again.status_code == 201
+    else:
+        assert first.status_code == again.status_code == 201
+        assert first.json()["provider_ref"] == again.json()["provider_ref"]
+
+
+def test_orders_complete_during_a_broker_outage_and_their_events_follow(shop: ShopStack) -> None:
+    """The outbox keeps an order's events while RabbitMQ is down and sends them, in the order's trace, after."""
+    shop.set_fault("broker-outage", True)
+    try:
+        with _client(shop) as client:
+            response = client.post("/orders", json={"sku": "mug-1", "qty": 1, "card": "tok_visa"})
+        assert response.status_code == 201, response.text
+    finally:
+        shop.set_fault("broker-outage", False)
+    order_id = response.json()["order_id"]
+    spans = _wait_for_services(shop, order_id, SERVICES)  # the consumers got the event after the outage
+    consumer = next(s for svc, s in spans if svc == "notifications" and s["kind"] == "SPAN_KIND_CONSUMER")
+    saga = next(s for _, s in spans if s["name"] == "saga place-order")
+    assert int(consumer["startTimeUnixNano"]) > int(saga["endTimeUnixNano"])

@@ -6,9 +6,7 @@ import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("shop")
@@ -155,16 +153,6 @@ def _consumer_loop(
         except pika.exceptions.AMQPError as err:
             log.warning("broker unreachable; reconnecting in 1 s", extra={"queue": queue, "error": repr(err)})
             stop.wait(1)
-
-
-@contextmanager
-def timed(histogram: Any, **attributes: str) -> Iterator[None]:
-    """Record the duration of the block in seconds."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        histogram.record(time.perf_counter() - start, attributes)
 
 
 def service_app(title: str) -> Any:

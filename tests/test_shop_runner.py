@@ -87,3 +87,15 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert runner.returncode == 130, stderr[-3000:]
     assert "interrupted; everything was stopped" in stderr
     _assert_nothing_left(tmp_path)
+
+
+def test_the_aws_backend_reads_the_sagas_back_from_xray(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, "--backend", "aws", "--duration", "8", "--rate", "4", "--seed", "3")
+    stdout, stderr = runner.communicate(timeout=240)
+    assert runner.returncode == 0, stderr[-3000:]
+    assert "X-Ray received" in stdout
+    completed = stdout.split("a completed saga", 1)[1].split("\n\n", 1)[0]
+    for service in ("gateway", "orders", "inventory", "payments", "notifications", "cashback", "receipts"):
+        assert f"{service}: " in completed, f"{service} missing from the X-Ray trace:\n{completed}"
+    assert json.loads((tmp_path / "xray-segments.json").read_text())
+    _assert_nothing_left(tmp_path)

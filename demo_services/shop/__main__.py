@@ -20,12 +20,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="switch a fault on for the middle third of the run (repeatable)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for the raw telemetry (default: a new temporary folder)")
     parser.add_argument("--seed", type=int, help="seed of the load mix, for a repeatable run")
+    parser.add_argument("--backend", choices=["lgtm", "aws"], default="lgtm",
+                        help="lgtm: Tempo, Loki, Mimir stand-ins (default); aws: the collector's aws overlay to X-Ray "
+                        "in moto")  # fmt: skip
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
     out = args.out or Path(tempfile.mkdtemp(prefix=f"otel-kit-shop-{time.strftime('%Y%m%d-%H%M%S')}-"))
     try:
-        return run(out, args.rate, args.duration, args.fault, args.seed)
+        return run(out, args.rate, args.duration, args.fault, args.seed, args.backend)
     except KeyboardInterrupt:
         print("interrupted; everything was stopped", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ output folder lists every process and port while they run.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shutil
@@ -29,6 +30,7 @@ from demo_services.stack.servers import (
     Alertmanager,
     Collector,
     ManagedProcess,
+    MotoServer,
     OtlpReceiver,
     PostgreSQL,
     Prometheus,
@@ -42,6 +44,7 @@ from demo_services.stack.servers import (
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_SERVICES = ("inventory", "payments", "orders", "gateway")
 CONSUMERS = ("notifications", "cashback", "receipts")
+AWS_ENV = {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto's
 FAULTS = {
     # name: (service, fault values when on, values when off)
     "payment-decline": ("payments", {"decline_rate": 0.6}, {"decline_rate": 0}),
@@ -61,6 +64,7 @@ class ShopStack:
     """The running stack; a context manager. ``out``: the folder for ``stack.json`` and the raw telemetry."""
 
     out: Path
+    backend: str = "lgtm"  # or "aws": the collector's aws overlay sending traces to X-Ray (moto)
     api_key: str = field(default_factory=lambda: f"demo-{secrets.token_hex(8)}")
     urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -88,20 +92,25 @@ class ShopStack:
 
     def _start(self) -> None:
         enter = self._stack.enter_context
-        step("starting OTLP captures for Tempo and Loki, Alertmanager and Prometheus (for Mimir)")
-        self.tempo, self.loki = enter(OtlpReceiver()), enter(OtlpReceiver())
-        am_config = self.out / "alertmanager.yml"
-        am_config.write_text(json.dumps({"route": {"receiver": "report", "group_wait": "5s"},
-                                         "receivers": [{"name": "report"}]}))  # fmt: skip
-        self.alertmanager = enter(Alertmanager(am_config))
-        rules = sorted((ROOT / "alerts").glob("*.rules.yml"))
-        self.mimir = enter(Prometheus(rules, self.alertmanager.url, evaluation_interval="5s"))
-        step("starting the otel-kit collector (base + lgtm)")
-        self.collector = enter(Collector(["lgtm.yaml"], {
-            "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{self.tempo.grpc_port}",
-            "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{self.loki.http_port}/otlp",
-            "MIMIR_REMOTE_WRITE_URL": self.mimir.remote_write_url,
-        }))  # fmt: skip
+        if self.backend == "aws":
+            step("starting moto (AWS APIs: X-Ray) and the otel-kit collector (base + aws)")
+            self.moto = enter(MotoServer())
+            self.collector = enter(Collector(["aws.yaml"], {**AWS_ENV, "AWS_XRAY_ENDPOINT": self.moto.endpoint_url}))
+        else:
+            step("starting OTLP captures for Tempo and Loki, Alertmanager and Prometheus (for Mimir)")
+            self.tempo, self.loki = enter(OtlpReceiver()), enter(OtlpReceiver())
+            am_config = self.out / "alertmanager.yml"
+            am_config.write_text(json.dumps({"route": {"receiver": "report", "group_wait": "5s"},
+                                             "receivers": [{"name": "report"}]}))  # fmt: skip
+            self.alertmanager = enter(Alertmanager(am_config))
+            rules = sorted((ROOT / "alerts").glob("*.rules.yml"))
+            self.mimir = enter(Prometheus(rules, self.alertmanager.url, evaluation_interval="5s"))
+            step("starting the otel-kit collector (base + lgtm)")
+            self.collector = enter(Collector(["lgtm.yaml"], {
+                "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{self.tempo.grpc_port}",
+                "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{self.loki.http_port}/otlp",
+                "MIMIR_REMOTE_WRITE_URL": self.mimir.remote_write_url,
+            }))  # fmt: skip
         self._write_manifest()
         step("starting RabbitMQ and PostgreSQL")
         self.rabbitmq = enter(RabbitMQ())
@@ -126,6 +135,8 @@ class ShopStack:
         }
         if name in ("inventory", "payments", "orders"):
             env["DATABASE_URL"] = self.postgres.url(name)
+        if self.backend == "aws":  # the aws overlay has no logs pipeline: logs are the JSON lines on stdout
+            env["OTEL_LOGS_EXPORTER"] = "none"
         return env
 
     def start_service(self, name: str) -> None:
@@ -169,7 +180,8 @@ class ShopStack:
 
     def _write_manifest(self, running: bool = True) -> None:
         """``stack.json``: every process and port the stack has started, so anyone can check none is left behind."""
-        servers = [getattr(self, n, None) for n in ("tempo", "loki", "alertmanager", "mimir", "collector", "postgres")]
+        names = ("tempo", "loki", "alertmanager", "mimir", "moto", "collector", "postgres")
+        servers = [getattr(self, n, None) for n in names]
         self._pids.update(s.pid() for s in servers if s is not None and s._proc is not None)
         self._ports.update(p for s in servers if s is not None for p in s.ports)
         rabbit = getattr(self, "rabbitmq", None)
@@ -193,11 +205,12 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | None = None) -> int:
+def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | None = None,
+        backend: str = "lgtm") -> int:  # fmt: skip
     """Start the stack, drive load (faults on in the middle third), print the report, stop everything."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
-    with ShopStack(out) as shop:
+    with ShopStack(out, backend) as shop:
         step(f"stack up in {time.monotonic() - started:.0f} s; services: "
              + ", ".join(f"{k} {v}" for k, v in shop.urls.items()))  # fmt: skip
         third = duration / 3
@@ -215,8 +228,9 @@ def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | 
             result.confirmed += part.confirmed
             result.compensated += part.compensated
         step("waiting for the telemetry to arrive")
-        Report(shop, result).wait_for_telemetry()
-        report = Report(shop, result)
+        kind = XRayReport if backend == "aws" else Report
+        kind(shop, result).wait_for_telemetry()
+        report = kind(shop, result)
         print(report.text())
         report.save_raw()
         step(f"raw telemetry written to {out}")
@@ -226,21 +240,32 @@ def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | 
 class Report:
     """What a person wants after a run, from what the backends received."""
 
+    traces_from = "Tempo"
+
     def __init__(self, shop: ShopStack, load: LoadResult) -> None:
         self.shop, self.load = shop, load
-        self.spans = [(r.get("service.name", "?"), s) for r, s in shop.tempo.spans()]
-        self.logs = [(r.get("service.name", "?"), rec) for r, rec in shop.loki.log_records()]
+        self.spans = self.load_spans()
+        self.logs = self.load_logs()
+
+    def load_spans(self) -> list[tuple[str, dict[str, Any]]]:
+        """(service, span as OTLP JSON) for every span the backend received."""
+        return [(r.get("service.name", "?"), s) for r, s in self.shop.tempo.spans()]
+
+    def load_logs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(service, log record as OTLP JSON) for every log record the backend received."""
+        return [(r.get("service.name", "?"), rec) for r, rec in self.shop.loki.log_records()]
 
     def wait_for_telemetry(self) -> None:
-        """Until every saga the load generator saw is in the traces and Prometheus has the span metrics."""
+        """Until the first sagas the load generator saw are in the traces (and Prometheus has the span metrics)."""
         wanted = set(self.load.confirmed[:3] + self.load.compensated[:3])
 
         def sagas_seen() -> bool:
-            ids = {attributes(s.get("attributes", [])).get("order.id") for _, s in self.shop.tempo.spans()}
+            ids = {attributes(s.get("attributes", [])).get("order.id") for _, s in self.load_spans()}
             return wanted <= ids
 
         wait_until(sagas_seen, 60, "the sampled sagas' traces")
-        wait_until(lambda: bool(self.shop.mimir.query("traces_span_metrics_calls_total")), 60, "span metrics")
+        if self.shop.backend == "lgtm":
+            wait_until(lambda: bool(self.shop.mimir.query("traces_span_metrics_calls_total")), 60, "span metrics")
 
     def _saga_trace(self, order_id: str) -> str | None:
         for _, span in self.spans:
@@ -326,13 +351,13 @@ class Report:
     def text(self) -> str:
         out = [
             f"load: {self.load.summary()}",
-            f"Tempo received {len(self.spans)} spans; Loki {len(self.logs)} log records",
+            f"{self.traces_from} received {len(self.spans)} spans; {len(self.logs)} log records were read",
         ]
         for title, ids in (("a completed saga", self.load.confirmed), ("a compensated saga", self.load.compensated)):
             trace_hex = next((t for t in map(self._saga_trace, ids) if t), None)
             if trace_hex:
                 out += ["", f"{title} (trace {trace_hex}):", *self.tree(trace_hex)]
-        out += ["", "RED per service (span metrics in Prometheus, last 5 min):", *self.red()]
+        out += ["", "RED per service (server and consumer spans, last 5 min):", *self.red()]
         out += ["", "top errors, with the error log lines of one of their traces:", *self.top_errors()]
         out += ["", "alerts:", *self.alerts()]
         return "\n".join(out)
@@ -342,3 +367,82 @@ class Report:
         shutil.copy(self.shop.loki.out, self.shop.out / "loki-otlp.jsonl")
         series = self.shop.mimir.query('{__name__=~".+", service_name!=""}')
         (self.shop.out / "prometheus-series.json").write_text(json.dumps(series))
+
+
+class XRayReport(Report):
+    """The report of the aws backend: traces read back from X-Ray (moto) with BatchGetTraces, log lines from the
+    services' standard output (where the awslogs driver would take them), whose ``xray_trace_id`` names the trace."""
+
+    traces_from = "X-Ray"
+
+    def load_logs(self) -> list[tuple[str, dict[str, Any]]]:
+        records = []
+        for log in sorted((self.shop.out / "services").glob("*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if not line.startswith("{"):
+                    continue
+                entry = json.loads(line)
+                trace_b64 = base64.b64encode(bytes.fromhex(entry["trace_id"])).decode() if entry.get("trace_id") else ""
+                records.append((entry.get("service", log.stem), {
+                    "traceId": trace_b64, "severityText": entry.get("level"), "body": {"stringValue": entry["message"]},
+                    "xray_trace_id": entry.get("xray_trace_id"), "order_id": entry.get("order_id"),
+                }))  # fmt: skip
+        return records
+
+    def load_spans(self) -> list[tuple[str, dict[str, Any]]]:
+        """The traces of the sampled sagas and of every error log line, from X-Ray (at most 60 traces)."""
+        import boto3
+
+        logs = self.load_logs()
+        sampled = set(self.load.confirmed[:3] + self.load.compensated[:3])
+        wanted = {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["order_id"] in sampled}
+        wanted |= {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["severityText"] == "ERROR"}
+        xray = boto3.client("xray", endpoint_url=self.shop.moto.endpoint_url, region_name=AWS_ENV["AWS_REGION"],
+                            aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        ids = sorted(wanted)[:60]
+        documents = [
+            json.loads(segment["Document"])
+            for start in range(0, len(ids), 5)  # BatchGetTraces takes 5 ids a call
+            for found in xray.batch_get_traces(TraceIds=ids[start : start + 5])["Traces"]
+            for segment in found["Segments"]
+        ]
+        self.documents = documents
+        return [span for doc in documents for span in _xray_to_spans(doc)]
+
+    def red(self) -> list[str]:
+        return ["  not on this backend: CloudWatch metrics need the collector's EMF exporter (not in this build)"]
+
+    def alerts(self) -> list[str]:
+        return ["  not on this backend: the alert rules run on Prometheus/Mimir (the lgtm backend)"]
+
+    def save_raw(self) -> None:
+        (self.shop.out / "xray-segments.json").write_text(json.dumps(self.documents))
+
+
+def _xray_to_spans(doc: dict[str, Any], parent: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """An X-Ray segment document (and its nested subsegments) as (service, span in OTLP JSON form)."""
+
+    def b64(hex_text: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_text)).decode() if hex_text else ""
+
+    annotations = doc.get("annotations", {})
+    service = str(annotations.get("service", doc.get("name", "?")))
+    metadata = {**doc.get("metadata", {}).get("default", {}), **annotations}
+    failed = doc.get("error") or doc.get("fault")
+    cause = doc.get("cause", {}).get("exceptions", [{}])[0].get("message", "") if failed else ""
+    span = {
+        "name": doc.get("name", "?"),
+        "traceId": b64(doc["trace_id"].replace("1-", "", 1).replace("-", "")),
+        "spanId": b64(doc["id"]),
+        "parentSpanId": b64(doc.get("parent_id", parent)),
+        "kind": "SPAN_KIND_SERVER" if doc.get("type") != "subsegment" and not parent else "SPAN_KIND_INTERNAL",
+        "startTimeUnixNano": int(doc["start_time"] * 1e9),
+        "endTimeUnixNano": int(doc.get("end_time", doc["start_time"]) * 1e9),
+        "status": {"code": "STATUS_CODE_ERROR", "message": cause} if failed else {},
+        "attributes": [{"key": k, "value": {"stringValue": str(v)}} for k, v in metadata.items()],
+    }
+    spans = [(service, span)]
+    for sub in doc.get("subsegments", []):
+        spans += _xray_to_spans({**sub, "trace_id": doc["trace_id"], "annotations": {"service": service,
+                                 **sub.get("annotations", {})}}, doc["id"])  # fmt: skip
+    return spans

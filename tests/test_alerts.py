@@ -79,3 +79,13 @@ def test_alertmanager_config_passes_amtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_the_pagerduty_routing_key_is_read_from_an_absolute_file_path() -> None:
+    """Alertmanager 0.25 resolves routing_key_file against its working directory: a relative path breaks."""
+    config = yaml.safe_load((ALERTS / "alertmanager.yml").read_text())
+    configs = [pd for receiver in config["receivers"] for pd in receiver.get("pagerduty_configs", [])]
+    assert configs
+    for pagerduty in configs:
+        assert "routing_key" not in pagerduty, "no key in the file"
+        assert Path(pagerduty["routing_key_file"]).is_absolute()

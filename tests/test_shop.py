@@ -195,3 +195,36 @@ def test_orders_complete_during_a_broker_outage_and_their_events_follow(shop: Sh
     consumer = next(s for svc, s in spans if svc == "notifications" and s["kind"] == "SPAN_KIND_CONSUMER")
     saga = next(s for _, s in spans if s["name"] == "saga place-order")
     assert int(consumer["startTimeUnixNano"]) > int(saga["endTimeUnixNano"])
+
+
+def test_a_broker_outage_pages_through_alertmanager_and_resolves(shop: ShopStack) -> None:
+    """Real Prometheus and Alertmanager with the project's rules and routing: the outbox backlog of a broker outage
+    reaches the PagerDuty stand-in as a critical trigger with the routing key, dedup key and links, then resolves."""
+    shop.set_fault("broker-outage", True)
+    try:
+        with _client(shop) as client:
+            for _ in range(8):
+                assert client.post("/orders", json={"sku": "book-1", "qty": 1, "card": "tok_visa"}).status_code == 201
+
+        def triggered() -> list[dict[str, Any]]:
+            return [e for e in shop.pagerduty.events if e["event_action"] == "trigger"
+                    and e["payload"]["summary"] == "Order events are not reaching the broker"]  # fmt: skip
+
+        wait_until(lambda: bool(triggered()), 120, "the PagerDuty trigger for ShopOutboxBacklog")
+    finally:
+        shop.set_fault("broker-outage", False)
+    trigger = triggered()[0]
+    assert trigger["routing_key"] == "demo-routing-key"
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["dedup_key"]
+    assert {link["text"]: link["href"] for link in trigger["links"]} == {
+        "Dashboard": "http://localhost:3000/d/otel-kit-saga/order-saga",
+        "Runbook": "alerts/runbooks.md#shopoutboxbacklog",
+    }
+    assert trigger["payload"]["custom_details"]["service"] == "orders"
+
+    def resolved() -> bool:
+        return any(e["event_action"] == "resolve" and e["dedup_key"] == trigger["dedup_key"]
+                   for e in shop.pagerduty.events)  # fmt: skip
+
+    wait_until(resolved, 120, "the resolve once the broker is back and the outbox drained")

@@ -83,7 +83,9 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         runner.send_signal(signal.SIGINT)
         _, stderr = runner.communicate(timeout=120)
     finally:
-        runner.kill()
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
     assert runner.returncode == 130, stderr[-3000:]
     assert "interrupted; everything was stopped" in stderr
     _assert_nothing_left(tmp_path)

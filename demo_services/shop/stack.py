@@ -32,6 +32,7 @@ from demo_services.stack.servers import (
     ManagedProcess,
     MotoServer,
     OtlpReceiver,
+    PagerDutyCapture,
     PostgreSQL,
     Prometheus,
     RabbitMQ,
@@ -97,23 +98,27 @@ class ShopStack:
             self.moto = enter(MotoServer())
             self.collector = enter(Collector(["aws.yaml"], {**AWS_ENV, "AWS_XRAY_ENDPOINT": self.moto.endpoint_url}))
         else:
-            step("starting OTLP captures for Tempo and Loki, Alertmanager and Prometheus (for Mimir)")
+            step("starting OTLP captures for Tempo and Loki, a PagerDuty stand-in, Alertmanager and Prometheus (Mimir)")
             self.tempo, self.loki = enter(OtlpReceiver()), enter(OtlpReceiver())
-            am_config = self.out / "alertmanager.yml"
-            am_config.write_text(json.dumps({"route": {"receiver": "report", "group_wait": "5s"},
-                                             "receivers": [{"name": "report"}]}))  # fmt: skip
-            self.alertmanager = enter(Alertmanager(am_config))
-            rules = sorted((ROOT / "alerts").glob("*.rules.yml"))
-            self.mimir = enter(Prometheus(rules, self.alertmanager.url, evaluation_interval="5s"))
-            step("starting the otel-kit collector (base + lgtm)")
-            self.collector = enter(Collector(["lgtm.yaml"], {
+            self.pagerduty = enter(PagerDutyCapture())
+            self.alertmanager = enter(Alertmanager(alertmanager_config(self.out, self.pagerduty.url)))
+            self.rabbitmq = RabbitMQ()
+            self.collector = Collector(["lgtm.yaml"], {
                 "TEMPO_OTLP_ENDPOINT": f"127.0.0.1:{self.tempo.grpc_port}",
                 "LOKI_OTLP_ENDPOINT": f"http://127.0.0.1:{self.loki.http_port}/otlp",
-                "MIMIR_REMOTE_WRITE_URL": self.mimir.remote_write_url,
-            }))  # fmt: skip
+            })  # fmt: skip
+            rules = sorted((ROOT / "alerts").glob("*.rules.yml"))
+            scrape = {
+                "collector": f"127.0.0.1:{self.collector.metrics_port}",
+                "rabbitmq": f"127.0.0.1:{self.rabbitmq.metrics_port}/metrics/per-object",
+            }
+            self.mimir = enter(Prometheus(rules, self.alertmanager.url, "5s", scrape))
+            self.collector._env["MIMIR_REMOTE_WRITE_URL"] = self.mimir.remote_write_url
+            step("starting the otel-kit collector (base + lgtm)")
+            enter(self.collector)
         self._write_manifest()
         step("starting RabbitMQ and PostgreSQL")
-        self.rabbitmq = enter(RabbitMQ())
+        self.rabbitmq = enter(getattr(self, "rabbitmq", None) or RabbitMQ())
         self.postgres = enter(PostgreSQL(["orders", "inventory", "payments"]))
         self._write_manifest()
         for name in (*HTTP_SERVICES, *CONSUMERS):
@@ -191,7 +196,33 @@ class ShopStack:
         self._pids.update(p.proc.pid for p in self.processes.values())
         self._ports.update(int(url.rsplit(":", 1)[1]) for url in self.urls.values())
         manifest = {"running": running, "pids": sorted(self._pids), "ports": sorted(self._ports), "urls": self.urls}
-        (self.out / "stack.json").write_text(json.dumps(manifest, indent=2))
+        written = self.out / "stack.json.new"
+        written.write_text(json.dumps(manifest, indent=2))
+        written.replace(self.out / "stack.json")  # atomic: a reader never sees half a file
+
+
+def alertmanager_config(folder: Path, pagerduty_url: str, routing_key: str | None = None) -> Path:
+    """The project's ``alerts/alertmanager.yml`` pointed at ``pagerduty_url`` with demo timings (group wait 2 s,
+    interval 5 s instead of 30 s and 5 min); the routing key (``PAGERDUTY_ROUTING_KEY``) goes to a file beside it."""
+    import os
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="2s", group_interval="5s")
+    for receiver in config["receivers"]:
+        for pagerduty in receiver.get("pagerduty_configs", []):
+            pagerduty["url"] = pagerduty_url
+    key = routing_key or os.environ.get("PAGERDUTY_ROUTING_KEY", "demo-routing-key")
+    key_file = folder / "pagerduty-routing-key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    for receiver in config["receivers"]:
+        for pagerduty in receiver.get("pagerduty_configs", []):
+            pagerduty["routing_key_file"] = str(key_file.resolve())
+    path = folder / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def _ok(url: str) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "ManagedProcess",
     "MotoServer",
     "OtlpReceiver",
+    "PagerDutyCapture",
     "PostgreSQL",
     "RabbitMQ",
     "ServerError",
@@ -115,7 +116,7 @@ class RabbitMQ:
     """A throwaway RabbitMQ node (Debian ``rabbitmq-server``) on free loopback ports, with its own epmd."""
 
     def __init__(self, start_timeout: float = 60.0) -> None:
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.url = f"amqp://guest:guest@{LOOPBACK}:{self.port}/%2F"
         self._timeout = start_timeout
         self._procs: list[ManagedProcess] = []
@@ -128,8 +129,12 @@ class RabbitMQ:
             raise ServerError("rabbitmq-server is not installed (Debian package rabbitmq-server); run ./run setup")
         epmd_port, dist_port = free_port(), free_port()
         self._env: dict[str, str] = {}
-        (self._base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n")
-        (self._base / "enabled_plugins").write_text("[].\n")
+        (self._base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n"
+            f"prometheus.tcp.ip = {LOOPBACK}\nprometheus.tcp.port = {self.metrics_port}\n"
+        )
+        # the Prometheus endpoint (queue depths per queue at /metrics/per-object)
+        (self._base / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
         for sub in ("mnesia", "log"):
             (self._base / sub).mkdir(exist_ok=True)
         env = {
@@ -462,6 +467,7 @@ class Prometheus(_ChildServer):
         evaluation_interval: str = "15s",
         scrape_targets: dict[str, str] | None = None,
     ) -> None:
+        """``scrape_targets``: job name to ``host:port`` or ``host:port/metrics/path``."""
         self.port = free_port()
         super().__init__([self.port])
         self.url = f"http://{LOOPBACK}:{self.port}"
@@ -476,7 +482,11 @@ class Prometheus(_ChildServer):
             "global": {"scrape_interval": "5s", "evaluation_interval": self.evaluation_interval},
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                {
+                    "job_name": job,
+                    "metrics_path": "/" + target.partition("/")[2] if "/" in target else "/metrics",
+                    "static_configs": [{"targets": [target.partition("/")[0]]}],
+                }
                 for job, target in self.scrape_targets.items()
             ],
         }
@@ -512,6 +522,49 @@ def _get_json(url: str) -> Any:
 
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
+
+
+class PagerDutyCapture:
+    """A local stand-in for PagerDuty's Events API v2 (``POST /v2/enqueue``), in a thread: it answers as PagerDuty
+    does (202 with the dedup key) and keeps every event it got in ``events``."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.events: list[dict[str, Any]] = []
+        events = self.events
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                ok = self.path == "/v2/enqueue" and body.get("routing_key") and body.get("event_action")
+                if ok:
+                    events.append(body)
+                answer = {"status": "success", "dedup_key": body.get("dedup_key")} if ok else {"status": "invalid"}
+                data = json.dumps(answer).encode()
+                self.send_response(202 if ok else 400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.port = self._server.server_port
+        self.ports = [self.port]
+        self.url = f"http://{LOOPBACK}:{self.port}/v2/enqueue"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="pagerduty-capture", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class Alertmanager(_ChildServer):

@@ -92,3 +92,19 @@ def test_busy_prometheus_port_is_reported_and_the_app_still_starts() -> None:
     assert any(
         "OTEL_EXPORTER_PROMETHEUS_PORT" in line["message"] for line in tel.log_lines() if line["level"] == "WARNING"
     )
+
+
+@pytest.mark.e2e
+def test_self_metrics_are_scraped_under_the_names_the_alerts_and_dashboards_use() -> None:
+    """alerts/platform.rules.yml and the collector dashboard query these exact names."""
+    from otel_kit._internal.selfmetrics import EXPORT_FAILED, QUEUE_DROPPED, counts
+
+    port = free_port()
+    with testing.capture("scraped", metrics_exporter="prometheus", prometheus_host="127.0.0.1", prometheus_port=port):
+        counts().add(EXPORT_FAILED, "traces", 2)
+        counts().add(QUEUE_DROPPED, "logs", 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    lines = body.splitlines()
+    assert any(line.startswith("otel_kit_export_failed_total{") and 'signal="traces"} 2.0' in line for line in lines)
+    assert any(line.startswith("otel_kit_queue_dropped_total{") and 'signal="logs"} 1.0' in line for line in lines)

@@ -1,6 +1,10 @@
 """The ``otel-kit`` command line.
 
 otel-kit settings     the effective configuration from the environment, and every rejected setting
+otel-kit doctor       the configuration, the collector endpoint and the clock, each problem with its fix
+otel-kit grafana push [--dry-run] [--dir PATH]
+                      the project's folder, datasources, dashboards and alert rules into the Grafana at
+                      GRAFANA_URL (token from GRAFANA_TOKEN); --dry-run prints the diff and changes nothing
 otel-kit --version
 """
 
@@ -101,6 +105,19 @@ def _doctor(_args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _grafana_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from otel_kit.grafana import GrafanaPushError, push
+
+    try:
+        push(Path(args.dir), dry_run=args.dry_run)
+    except GrafanaPushError as err:
+        print(f"otel-kit grafana push: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-kit", description="otel-kit: OpenTelemetry for Python services")
     parser.add_argument("--version", action="version", version=f"otel-kit {_distro_version()}")
@@ -109,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     settings.set_defaults(run=_settings)
     doctor = commands.add_parser("doctor", help="check the configuration, the collector and the clock")
     doctor.set_defaults(run=_doctor)
+    grafana = commands.add_parser("grafana", help="work with a Grafana of your own").add_subparsers(
+        dest="grafana_command", required=True
+    )
+    grafana_push = grafana.add_parser("push", help="create or update the folder, datasources, dashboards, alert rules")
+    grafana_push.add_argument("--dry-run", action="store_true", help="print what would change, with a diff")
+    grafana_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
+    grafana_push.set_defaults(run=_grafana_push)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import threading
-from typing import Any, Self
+from typing import Any
+
+from demo_services.stack.servers import InThreadHTTPServer
 
 
-class GrafanaAPI:
+class GrafanaAPI(InThreadHTTPServer):
     def __init__(self, token: str) -> None:
         self.token = token
         self.folders: dict[str, dict[str, Any]] = {}
@@ -51,9 +52,8 @@ class GrafanaAPI:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         not_found = (404, {"message": "not found"})
@@ -95,11 +95,3 @@ class GrafanaAPI:
             self.rules[body["uid"]] = body
             return 201, body
         return not_found
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -24,6 +24,7 @@ from typing import Any, Self
 
 __all__ = [
     "Alertmanager",
+    "InThreadHTTPServer",
     "ManagedProcess",
     "MotoServer",
     "OtlpReceiver",
@@ -524,13 +525,33 @@ def _get_json(url: str) -> Any:
         return json.load(response)
 
 
-class PagerDutyCapture:
+class InThreadHTTPServer:
+    """An ``http.server`` handler served from a daemon thread on a free loopback port; a context manager."""
+
+    def __init__(self, handler: type[Any]) -> None:
+        import http.server
+        import threading
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+        self.port = self._server.server_port
+        self.ports = [self.port]
+        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class PagerDutyCapture(InThreadHTTPServer):
     """A local stand-in for PagerDuty's Events API v2 (``POST /v2/enqueue``), in a thread: it answers as PagerDuty
     does (202 with the dedup key) and keeps every event it got in ``events``."""
 
     def __init__(self) -> None:
         import http.server
-        import threading
 
         self.events: list[dict[str, Any]] = []
         events = self.events
@@ -552,19 +573,8 @@ class PagerDutyCapture:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.port = self._server.server_port
-        self.ports = [self.port]
+        super().__init__(Handler)
         self.url = f"http://{LOOPBACK}:{self.port}/v2/enqueue"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="pagerduty-capture", daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Alertmanager(_ChildServer):

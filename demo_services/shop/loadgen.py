@@ -10,6 +10,7 @@ shop does not slow the arrivals), from a bounded pool of workers; a progress bar
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import threading
 import time
@@ -108,11 +109,15 @@ def run_load(gateway: str, api_key: str, rate: float, duration: float, seed: int
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateway", required=True, help="the gateway's base URL")
-    parser.add_argument("--api-key", required=True, help="an API key the gateway knows (SHOP_API_KEYS)")
+    parser.add_argument("--api-key", default=os.environ.get("SHOP_API_KEY"),
+                        help="an API key the gateway knows (default: SHOP_API_KEY)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=5.0, help="requests a second (default 5)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs that are not a terminal)")
     args = parser.parse_args(argv)
-    print(run_load(args.gateway, args.api_key, args.rate, args.duration).summary())
+    if not args.api_key:
+        parser.error("--api-key or SHOP_API_KEY is required")
+    print(run_load(args.gateway, args.api_key, args.rate, args.duration, progress=not args.no_progress).summary())
 
 
 if __name__ == "__main__":

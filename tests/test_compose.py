@@ -1,0 +1,129 @@
+"""compose-lgtm.yml, checked without a Docker engine: the Compose specification's schema, pinned images, loopback
+ports, existing bind mounts, health-checked start order, no secret in the file, and configs that agree with it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "compose-lgtm.yml"
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text()))
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    return dict(_compose()["services"])
+
+
+def test_the_file_follows_the_compose_specification_schema() -> None:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", list(_services()))
+def test_every_image_is_pinned(name: str) -> None:
+    service = _services()[name]
+    image = service.get("image", "")
+    if "build" in service or image.endswith(":local"):  # built from this repository
+        assert "build" in service or any("build" in s and s.get("image") == image for s in _services().values())
+        return
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"{name}: image {image!r} has no tag"
+    assert not image.endswith(":latest")
+
+
+@pytest.mark.parametrize("name", list(_services()))
+def test_ports_are_published_on_loopback_only(name: str) -> None:
+    for port in _services()[name].get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_every_bind_mounted_path_exists() -> None:
+    for name, service in _services().items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in _compose()["volumes"], f"{name}: named volume {source} is not declared"
+
+
+def test_start_order_waits_on_health_checks() -> None:
+    services = _services()
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no health check to wait on"
+    long_running = [n for n, s in services.items() if s.get("restart") != "no" and "ports" in s]
+    assert all("healthcheck" in services[n] for n in long_running)
+
+
+def test_no_secret_has_a_value_in_the_file() -> None:
+    text = COMPOSE.read_text()
+    for variable in ("GRAFANA_ADMIN_PASSWORD", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "SHOP_API_KEY"):
+        uses = re.findall(rf"\$\{{{variable}([^}}]*)\}}", text)
+        assert uses, f"{variable} is not read from the environment"
+        assert all(use.startswith(":?") for use in uses), f"{variable} has a default: {uses}"
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^GRAFANA_ADMIN_PASSWORD=$", example, re.M)
+
+
+def test_every_datasource_names_a_compose_service_on_its_configured_port() -> None:
+    services = _services()
+    datasources = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
+    ports = {
+        "mimir": yaml.safe_load((ROOT / "backends/mimir/mimir.yaml").read_text())["server"]["http_listen_port"],
+        "loki": yaml.safe_load((ROOT / "backends/loki/loki.yaml").read_text())["server"]["http_listen_port"],
+        "tempo": yaml.safe_load((ROOT / "backends/tempo/tempo.yaml").read_text())["server"]["http_listen_port"],
+    }
+    for ds in datasources["datasources"]:
+        url = urlsplit(ds["url"])
+        assert url.hostname in services, f"{ds['name']}: no service {url.hostname}"
+        assert url.port == ports[url.hostname]
+
+
+def test_the_collector_sends_to_the_backends_where_they_listen() -> None:
+    env = _services()["collector"]["environment"]
+    tempo = yaml.safe_load((ROOT / "backends/tempo/tempo.yaml").read_text())
+    tempo_grpc = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":", 1)[1]
+    assert env["TEMPO_OTLP_ENDPOINT"] == f"tempo:{tempo_grpc}"
+    assert env["LOKI_OTLP_ENDPOINT"] == "http://loki:3100/otlp"
+    assert env["MIMIR_REMOTE_WRITE_URL"] == "http://mimir:9009/api/v1/push"
+    # the configs it runs are the ones the collector tests validate with the real binary
+    for config in _services()["collector"]["command"][1::2]:
+        assert (ROOT / "collector" / "config" / Path(config).name).exists()
+
+
+def test_tempo_does_not_generate_the_metrics_the_collector_already_makes() -> None:
+    tempo = yaml.safe_load((ROOT / "backends/tempo/tempo.yaml").read_text())
+    assert "metrics_generator" not in tempo and "overrides" not in tempo
+
+
+def test_mimir_evaluates_every_rule_file_and_alerts_through_the_alertmanager_service() -> None:
+    mounted = {Path(v.split(":")[0]).name for v in _services()["mimir"]["volumes"] if v.startswith("./alerts/")}
+    assert mounted == {p.name for p in (ROOT / "alerts").glob("*.rules.yml")}
+    mimir = yaml.safe_load((ROOT / "backends/mimir/mimir.yaml").read_text())
+    assert urlsplit(mimir["ruler"]["alertmanager_url"]).hostname in _services()
+    key_file = yaml.safe_load((ROOT / "alerts/alertmanager.yml").read_text())["receivers"][0]["pagerduty_configs"][0]
+    targets = [s["target"] for s in _services()["alertmanager"]["secrets"]]
+    assert key_file["routing_key_file"] in targets
+
+
+def test_the_demo_image_installs_the_locked_dependencies() -> None:
+    dockerfile = (ROOT / "demo_services" / "Dockerfile").read_text()
+    assert "COPY pyproject.toml constraints.txt" in dockerfile
+    assert re.search(r"pip install -c constraints\.txt", dockerfile)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)  # the Python the tests run on

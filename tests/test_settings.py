@@ -58,7 +58,7 @@ def _assert_one_clear_message(
     ("variable", "value", "allowed"),
     [
         ("OTEL_TRACES_EXPORTER", "zipkin", "a comma-separated list of otlp, console, none"),
-        ("OTEL_METRICS_EXPORTER", "otlp,statsd", "a comma-separated list of otlp, prometheus, console, none"),
+        ("OTEL_METRICS_EXPORTER", "otlp,statsd", "a comma-separated list of otlp, prometheus, emf, console, none"),
     ],
 )
 def test_unknown_exporter_is_reported_and_otlp_used_instead(

@@ -43,7 +43,7 @@ class ConfigProblem:
 # --- parsers: str -> value, raising _Invalid with the allowed values -------------------------------------------
 
 _EXPORTERS_TRACES = ("otlp", "console", "none")
-_EXPORTERS_METRICS = ("otlp", "prometheus", "console", "none")
+_EXPORTERS_METRICS = ("otlp", "prometheus", "emf", "console", "none")
 _SAMPLERS = (
     "always_on",
     "always_off",
@@ -179,6 +179,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("sampler_arg", "OTEL_TRACES_SAMPLER_ARG", _ratio, 1.0, "sampling ratio"),
     Option("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", _text, "localhost", "/metrics bind address"),
     Option("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", _int_range(0, 65535), 9464, "/metrics port"),
+    Option(
+        "emf_namespace", "OTEL_KIT_EMF_NAMESPACE", _text, None, "CloudWatch namespace of EMF metrics (service name)"
+    ),
     Option("log_level", "OTEL_KIT_LOG_LEVEL", _choice(_LEVELS), "INFO", "root logger level"),
     Option("log_stdout", "OTEL_KIT_LOG_STDOUT", _bool, True, "JSON log lines on stdout"),
     Option("series_limit", "OTEL_KIT_METRIC_SERIES_LIMIT", _int_range(10, 1_000_000), 2000, "series per metric"),
@@ -205,6 +208,7 @@ class Settings:
     endpoint: str | None = None
     sampler: str = "parentbased_traceidratio"
     sampler_arg: float = 1.0
+    emf_namespace: str | None = None
     prometheus_host: str = "localhost"
     prometheus_port: int = 9464
     log_level: str = "INFO"

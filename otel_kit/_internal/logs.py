@@ -15,6 +15,7 @@ A log line's journey, top to bottom:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -57,6 +58,10 @@ JSON_FIELDS = (
 )
 
 
+# the AWS request id of the Lambda invocation running in this context (set by ``@otel_kit.lambda_handler``)
+LAMBDA_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_kit_request_id", default=None)
+
+
 class TelemetryContextFilter(logging.Filter):
     """Adds the service and the current trace and correlation ids to each record. Never rejects a record.
 
@@ -92,6 +97,9 @@ class TelemetryContextFilter(logging.Filter):
             # validated when it entered the context; JSON escaping keeps any value on its one line regardless
             cid = baggage.get_baggage(correlation.BAGGAGE_KEY)
             record.correlation_id = cid if isinstance(cid, str) else None
+        request_id = LAMBDA_REQUEST_ID.get()
+        if request_id is not None:
+            record.request_id = request_id
         return True
 
 

@@ -149,6 +149,11 @@ def build_meter_provider(
             readers.append(PeriodicExportingMetricReader(otlp.metric_exporter(settings)))
         elif name == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        elif name == "emf":
+            from otel_kit._internal.emf import EmfMetricExporter
+
+            namespace = settings.emf_namespace or str(resource.attributes.get("service.name", "otel-kit"))
+            readers.append(PeriodicExportingMetricReader(EmfMetricExporter(namespace)))
         elif name == "prometheus":
             try:
                 endpoint = PrometheusEndpoint(settings.prometheus_host, settings.prometheus_port)

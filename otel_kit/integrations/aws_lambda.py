@@ -1,12 +1,14 @@
 """``@lambda_handler``: a span per AWS Lambda invocation, flushed before the handler returns.
 
 The parent is taken from the event when it carries one: the HTTP headers of an API Gateway event
-(``traceparent``, ``X-Amzn-Trace-Id``), or the first record of an SQS event (its ``AWSTraceHeader`` attribute and
-``traceparent``/``baggage``/``X-Correlation-ID`` message attributes); else from the ``_X_AMZN_TRACE_ID`` variable
-the Lambda runtime sets for each invocation. The span
-carries ``faas.invocation_id`` (the request id), ``faas.coldstart``, ``faas.name`` and ``cloud.resource_id``; the
-correlation id comes from the event's headers or is fresh, and is echoed in an API Gateway response's headers.
-Telemetry is flushed before returning, because a frozen Lambda sandbox may never run again.
+(``traceparent``, ``X-Amzn-Trace-Id``), the first record of an SQS event (its ``AWSTraceHeader`` attribute and
+``traceparent``/``baggage``/``X-Correlation-ID`` message attributes), or an EventBridge event's ``detail``
+(``traceparent``, ``baggage``, ``correlation_id``); else from the ``_X_AMZN_TRACE_ID`` variable the Lambda runtime
+sets for each invocation. The span carries ``faas.invocation_id`` (the request id), ``faas.coldstart``,
+``faas.name`` and ``cloud.resource_id``; the correlation id comes from the event or is fresh, and is echoed in an
+API Gateway response's headers. Every log line of the invocation carries its ``request_id``. Telemetry (spans,
+logs, and metrics, as EMF lines with ``OTEL_METRICS_EXPORTER=emf``) is flushed before returning, because a frozen
+Lambda sandbox may never run again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind
 
 from otel_kit._internal import correlation
+from otel_kit._internal.logs import LAMBDA_REQUEST_ID
 from otel_kit._internal.propagation import lower_case_getter
 
 __all__ = ["lambda_handler"]
@@ -39,6 +42,15 @@ def _carrier(event: Any) -> dict[str, str]:
     headers = event.get("headers")
     if isinstance(headers, Mapping):
         carrier.update({str(k).lower(): v for k, v in headers.items() if isinstance(v, str)})
+    detail = event.get("detail") if "detail-type" in event else None
+    if isinstance(detail, Mapping):  # EventBridge: the producer put its context in the event's detail
+        for key, header in (
+            ("traceparent", "traceparent"),
+            ("baggage", "baggage"),
+            ("correlation_id", "x-correlation-id"),
+        ):
+            if isinstance(detail.get(key), str):
+                carrier[header] = detail[key]
     record = _first_sqs_record(event)
     if record is not None:
         attributes = record.get("attributes")
@@ -69,7 +81,7 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
             carrier = _carrier(event)
             ctx = propagate.extract(carrier, getter=lower_case_getter)
             is_http = isinstance(event, Mapping) and isinstance(event.get("headers"), Mapping)
-            is_queue = isinstance(event, Mapping) and _first_sqs_record(event) is not None
+            is_queue = isinstance(event, Mapping) and (_first_sqs_record(event) is not None or "detail-type" in event)
             attrs: dict[str, Any] = {
                 "faas.trigger": "http" if is_http else "pubsub" if is_queue else "other",
                 "faas.coldstart": cold,
@@ -82,6 +94,7 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
             if arn:
                 attrs["cloud.resource_id"] = str(arn)
             token = context.attach(ctx)
+            request_token = LAMBDA_REQUEST_ID.set(str(attrs["faas.invocation_id"]) or None)
             try:
                 tracer = trace.get_tracer("otel_kit.lambda")
                 with tracer.start_as_current_span(
@@ -95,6 +108,7 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
                 return result
             finally:
                 context.detach(token)
+                LAMBDA_REQUEST_ID.reset(request_token)
                 _flush(flush_timeout_ms)
 
         return wrapper  # type: ignore[return-value]

@@ -5,6 +5,8 @@ otel-kit doctor       the configuration, the collector endpoint and the clock, e
 otel-kit grafana push [--dry-run] [--dir PATH]
                       the project's folder, datasources, dashboards and alert rules into the Grafana at
                       GRAFANA_URL (token from GRAFANA_TOKEN); --dry-run prints the diff and changes nothing
+otel-kit cloudwatch push --log-group G [--function F] [--dry-run] [--dir PATH]
+                      saved Logs Insights queries, an SNS topic toward PagerDuty, Lambda alarms and a dashboard
 otel-kit --version
 """
 
@@ -118,6 +120,22 @@ def _grafana_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cloudwatch_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from otel_kit.cloudwatch import push
+
+    try:
+        push(Path(args.dir), args.log_group, args.function, dry_run=args.dry_run)
+    except ValueError as err:
+        print(f"otel-kit cloudwatch push: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # botocore: no credentials, no region, access denied, ...
+        print(f"otel-kit cloudwatch push: AWS refused or could not be reached: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-kit", description="otel-kit: OpenTelemetry for Python services")
     parser.add_argument("--version", action="version", version=f"otel-kit {_distro_version()}")
@@ -133,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     grafana_push.add_argument("--dry-run", action="store_true", help="print what would change, with a diff")
     grafana_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
     grafana_push.set_defaults(run=_grafana_push)
+    cloudwatch = commands.add_parser("cloudwatch", help="work with AWS CloudWatch").add_subparsers(
+        dest="cloudwatch_command", required=True
+    )
+    cloudwatch_push = cloudwatch.add_parser("push", help="saved queries, alarms, SNS topic and dashboard")
+    cloudwatch_push.add_argument("--log-group", action="append", default=[], help="a log group to query (repeat)")
+    cloudwatch_push.add_argument("--function", action="append", default=[], help="a Lambda function to alarm on")
+    cloudwatch_push.add_argument("--dry-run", action="store_true", help="print what would be created or updated")
+    cloudwatch_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
+    cloudwatch_push.set_defaults(run=_cloudwatch_push)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -19,7 +19,7 @@ import contextvars
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from opentelemetry import baggage, trace
@@ -58,6 +58,9 @@ JSON_FIELDS = (
 )
 
 
+# set by otel_kit.xray_sdk: the X-Ray SDK's current (trace id, entity id), read when no OpenTelemetry span runs
+XRAY_SDK_IDS: Callable[[], tuple[str, str] | None] | None = None
+
 # the AWS request id of the Lambda invocation running in this context (set by ``@otel_kit.lambda_handler``)
 LAMBDA_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_kit_request_id", default=None)
 
@@ -89,6 +92,9 @@ class TelemetryContextFilter(logging.Filter):
             ctx = trace.get_current_span().get_span_context()
             if ctx.is_valid:
                 _, _, record.trace_id, record.span_id, record.xray_trace_id = self._ids(ctx.trace_id, ctx.span_id)
+            elif XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
+                record.xray_trace_id, record.span_id = xray
+                record.trace_id = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
             else:
                 record.trace_id = record.span_id = record.xray_trace_id = None
         elif getattr(record, "xray_trace_id", None) is None and isinstance(given, str):

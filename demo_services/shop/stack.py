@@ -67,7 +67,7 @@ class ShopStack:
     out: Path
     backend: str = "lgtm"  # or "aws": the collector's aws overlay sending traces to X-Ray (moto)
     api_key: str = field(default_factory=lambda: f"demo-{secrets.token_hex(8)}")
-    rate_limit: float = 50.0  # the gateway's requests a second per API key
+    rate_limit: float | None = None  # the gateway's requests a second per key (None: SHOP_RATE_LIMIT or 50)
     urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     _pids: set[int] = field(default_factory=set)
@@ -137,11 +137,12 @@ class ShopStack:
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             "AMQP_URL": self.rabbitmq.url,
             "SHOP_API_KEYS": self.api_key,
-            "SHOP_RATE_LIMIT": str(self.rate_limit),
             **{f"{svc.upper()}_URL": url for svc, url in self.urls.items()},
         }
         if name in ("inventory", "payments", "orders"):
             env["DATABASE_URL"] = self.postgres.url(name)
+        if self.rate_limit is not None:
+            env["SHOP_RATE_LIMIT"] = str(self.rate_limit)
         if self.backend == "aws":  # the aws overlay has no logs pipeline: logs are the JSON lines on stdout
             env["OTEL_LOGS_EXPORTER"] = "none"
         return env

@@ -154,6 +154,7 @@ def default_scrubber(
 _OWN_IDS = frozenset({"correlation_id", "trace_id", "span_id", "xray_trace_id"})
 
 
+_BARE_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 _STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -173,7 +174,9 @@ class ScrubbingLogFilter(logging.Filter):
         if scrubbed != message or record.args:
             record.msg, record.args = scrubbed, None
         fields = record.__dict__
-        for key in fields.keys() - _STANDARD_RECORD_FIELDS:  # only what the caller added with extra=
+        # only what the caller added with extra= (a record without extras has no more keys than a bare one)
+        extras = fields.keys() - _STANDARD_RECORD_FIELDS if len(fields) > _BARE_RECORD_SIZE else ()
+        for key in extras:
             value = fields[key]
             if key.startswith("_") or value is None or type(value) in (int, float, bool):
                 continue

@@ -263,8 +263,9 @@ def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | 
             result.compensated += part.compensated
         step("waiting for the telemetry to arrive")
         kind = XRayReport if backend == "aws" else Report
-        kind(shop, result).wait_for_telemetry()
         report = kind(shop, result)
+        report.wait_for_telemetry()
+        report.read()
         print(report.text())
         report.save_raw()
         step(f"raw telemetry written to {out}")
@@ -278,8 +279,13 @@ class Report:
 
     def __init__(self, shop: ShopStack, load: LoadResult) -> None:
         self.shop, self.load = shop, load
-        self.spans = self.load_spans()
+        self.spans: list[tuple[str, dict[str, Any]]] = []
+        self.logs: list[tuple[str, dict[str, Any]]] = []
+
+    def read(self) -> None:
+        """Take what the backends hold now (after ``wait_for_telemetry``)."""
         self.logs = self.load_logs()
+        self.spans = self.load_spans()
 
     def load_spans(self) -> list[tuple[str, dict[str, Any]]]:
         """(service, span as OTLP JSON) for every span the backend received."""
@@ -427,7 +433,7 @@ class XRayReport(Report):
         """The traces of the sampled sagas and of every error log line, from X-Ray (at most 60 traces)."""
         import boto3
 
-        logs = self.load_logs()
+        logs = self.logs or self.load_logs()
         sampled = set(self.load.confirmed[:3] + self.load.compensated[:3])
         wanted = {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["order_id"] in sampled}
         wanted |= {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["severityText"] == "ERROR"}

@@ -114,7 +114,8 @@ class EmfMetricExporter(MetricExporter):
         stream = self._stream or sys.stdout
         for dimensions, values in groups.items():
             for start in range(0, len(values), MAX_METRICS_PER_DOCUMENT):
-                stream.write(json.dumps(self._document(timestamp, dict(dimensions), values[start : start + 100])))
+                chunk = values[start : start + MAX_METRICS_PER_DOCUMENT]
+                stream.write(json.dumps(self._document(timestamp, dict(dimensions), chunk)))
                 stream.write("\n")
         stream.flush()
         return MetricExportResult.SUCCESS

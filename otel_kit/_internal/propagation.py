@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.aws import AwsXRayPropagator
@@ -112,22 +112,12 @@ class CorrelationPropagator(TextMapPropagator):
         return {correlation.HEADER, correlation.REQUEST_ID_HEADER}
 
 
-def _span_context(ctx: Context | None) -> trace.SpanContext:
-    return trace.get_current_span(ctx).get_span_context()
-
-
-def _parses_alone(propagator: TextMapPropagator, carrier: CarrierT, getter: Getter[CarrierT]) -> bool:
-    try:
-        return _span_context(propagator.extract(carrier, Context(), getter=getter)).is_valid
-    except Exception:
-        return False
-
-
 class HardenedPropagator(TextMapPropagator):
     """Runs propagators in order like ``CompositePropagator``, but no exception escapes and rejects are counted.
 
-    For a trace-context propagator whose header is present but which left the span context unchanged, the
-    header was malformed: it is counted under its header name.
+    For a trace-context propagator whose header is present but which returned the context it was given (what the
+    W3C and X-Ray propagators do with a header they reject), the header was malformed: it is counted under its
+    header name.
     """
 
     def __init__(self, propagators: Iterable[tuple[TextMapPropagator, str | None]]) -> None:
@@ -138,21 +128,15 @@ class HardenedPropagator(TextMapPropagator):
     ) -> Context:
         ctx = context if context is not None else Context()
         for propagator, trace_header in self._propagators:
-            before = _span_context(ctx) if trace_header else None
+            given = ctx
             try:
                 ctx = propagator.extract(carrier, ctx, getter=getter)
             except Exception:
                 counts().add(PROPAGATION_REJECTED, trace_header or type(propagator).__name__)
                 continue
-            # unchanged: malformed, or the same parent as an earlier header (otel_kit sends X-Amzn-Trace-Id and
-            # traceparent together); rejected only when the header gives nothing on its own
-            if (
-                trace_header
-                and before is not None
-                and _span_context(ctx) == before
-                and _first(getter, carrier, trace_header)
-                and not (before.is_valid and _parses_alone(propagator, carrier, getter))
-            ):
+            # the trace-context propagators hand back the very context they were given when they reject their
+            # header, and a new one when they accept it (even for the parent an earlier header already gave)
+            if trace_header and ctx is given and _first(getter, carrier, trace_header):
                 counts().add(PROPAGATION_REJECTED, trace_header.lower())
         return ctx
 

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 RATIOS = [
     ("span: otel_kit / raw SDK", "span_otel_kit", "span_raw_sdk", 1.10),
     ("span: otel_kit with scrubbing off / raw SDK", "span_otel_kit_no_scrub", "span_raw_sdk", None),
+    ("HTTP server span (8 attributes): otel_kit / raw SDK", "http_span_otel_kit", "http_span_raw_sdk", None),
     ("histogram: otel_kit / raw SDK", "histogram_otel_kit", "histogram_raw_sdk", 1.20),
     ("histogram: otel_kit / prometheus-client", "histogram_otel_kit", "histogram_prometheus_client", None),
     (

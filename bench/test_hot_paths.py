@@ -6,6 +6,7 @@ so measuring the raw SDK after it would measure the guard too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -20,6 +21,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 ATTRS = {"http.request.method": "GET", "http.route": "/orders/{id}", "http.response.status_code": 200}
+HTTP_ATTRS = {
+    **ATTRS,
+    "url.scheme": "http",
+    "network.protocol.version": "1.1",
+    "client.address": "127.0.0.1",
+    "user_agent.original": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+}
 
 
 class NullExporter(SpanExporter):
@@ -32,10 +40,27 @@ def _span(tracer: trace.Tracer) -> None:
         pass
 
 
+_ids = itertools.count()
+
+
+def _http_span(tracer: trace.Tracer) -> None:
+    """A server span as the ASGI middleware records it; the path differs on every call (an order id)."""
+    attributes = {**HTTP_ATTRS, "url.path": f"/orders/{next(_ids)}"}
+    with tracer.start_as_current_span("GET /orders/{id}", kind=trace.SpanKind.SERVER, attributes=attributes):
+        pass
+
+
 def test_span_raw_sdk(benchmark: Any) -> None:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(NullExporter()))
     benchmark(_span, provider.get_tracer("bench"))
+    provider.shutdown()
+
+
+def test_http_span_raw_sdk(benchmark: Any) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    benchmark(_http_span, provider.get_tracer("bench"))
     provider.shutdown()
 
 
@@ -60,13 +85,12 @@ def test_histogram_prometheus_client(benchmark: Any) -> None:
 
 def _null_logger(name: str, with_context: bool) -> logging.Logger:
     from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
-    from otel_kit._internal.redaction import ScrubbingLogFilter, default_scrubber
+    from otel_kit._internal.redaction import default_scrubber
 
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115  # closed with the process
     handler.setFormatter(json_formatter())
-    if with_context:  # the filters otel_kit puts on its handler: scrubbing, then the trace context
-        handler.addFilter(ScrubbingLogFilter(default_scrubber()))
-        handler.addFilter(TelemetryContextFilter("bench"))
+    if with_context:  # the filter otel_kit puts on its handlers: scrubbing, then the trace context
+        handler.addFilter(TelemetryContextFilter("bench", default_scrubber()))
     logger = logging.getLogger(name)
     logger.handlers = [handler]
     logger.propagate = False
@@ -74,9 +98,12 @@ def _null_logger(name: str, with_context: bool) -> logging.Logger:
     return logger
 
 
+def _log_line(logger: logging.Logger) -> None:
+    logger.info("order %s placed", next(_ids))  # a new message every time, as order ids make it
+
+
 def test_log_line_without_context(benchmark: Any) -> None:
-    logger = _null_logger("bench.plain", with_context=False)
-    benchmark(logger.info, "order %s placed", "o-1")
+    benchmark(_log_line, _null_logger("bench.plain", with_context=False))
 
 
 @contextmanager
@@ -111,6 +138,10 @@ def test_span_otel_kit(benchmark: Any, kit: Any) -> None:
     benchmark(_span, kit.tracer_provider.get_tracer("bench"))
 
 
+def test_http_span_otel_kit(benchmark: Any, kit: Any) -> None:
+    benchmark(_http_span, kit.tracer_provider.get_tracer("bench"))
+
+
 def test_histogram_otel_kit(benchmark: Any, kit: Any) -> None:
     hist = kit.meter_provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
     benchmark(hist.record, 0.042, ATTRS)
@@ -119,7 +150,7 @@ def test_histogram_otel_kit(benchmark: Any, kit: Any) -> None:
 def test_log_line_with_context(benchmark: Any, kit: Any) -> None:
     logger = _null_logger("bench.context", with_context=True)
     with kit.tracer_provider.get_tracer("bench").start_as_current_span("request"):
-        benchmark(logger.info, "order %s placed", "o-1")
+        benchmark(_log_line, logger)
 
 
 def test_span_otel_kit_no_scrub(benchmark: Any) -> None:

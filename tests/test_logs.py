@@ -112,6 +112,8 @@ def test_log_records_are_also_exported_over_otlp_with_trace_context(tel: testing
     assert record.log_record.attributes is not None
     assert record.log_record.attributes["correlation_id"] == "c-otlp"
     assert record.resource.attributes["service.name"] == "test-service"
+    # what the record carries in its own fields or its resource is not repeated, nor are the toolkit's markers
+    assert set(record.log_record.attributes) == {"correlation_id"}
 
 
 def test_async_traced_function_and_concurrent_tasks_keep_their_own_ids(tel: testing.Capture) -> None:

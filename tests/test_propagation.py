@@ -6,7 +6,9 @@ over, so no HTTP client can tidy the hostile values first.
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -191,3 +193,19 @@ def test_any_header_values_give_a_valid_trace_and_correlation_id(
         for raw in (traceparent, baggage, xray, correlation):
             if len(raw) > 12 and not valid_correlation_id(raw) and raw not in (echoed,):
                 assert raw not in output
+
+
+def test_fresh_correlation_ids_are_uuid4s_and_forked_workers_do_not_repeat_them() -> None:
+    ids = {otel_kit.new_correlation_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(cid).version == 4 and str(uuid.UUID(cid)) == cid for cid in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out without running the parent's cleanup
+        os.write(write, otel_kit.new_correlation_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    assert valid_correlation_id(child) and child != otel_kit.new_correlation_id()

@@ -149,3 +149,42 @@ def test_safe_keys_and_the_toolkits_own_ids_keep_values_that_look_like_cards() -
     assert exported["order_ref"] == luhn_valid
     assert exported["note"] == "card [REDACTED:card-number]"
     assert json.loads(tel.stream.getvalue().splitlines()[-1])["correlation_id"] == luhn_valid
+
+
+def test_a_secret_seen_again_is_replaced_again_and_counted_each_time() -> None:
+    """Clean strings are remembered so repeated values are scanned once; secrets are never remembered."""
+    scrubber = default_scrubber()
+    for _ in range(3):
+        assert scrubber.text("/orders/42") == "/orders/42"
+        assert scrubber.text("token=s3cr3tValue") == "token=[REDACTED:secret-param]"
+        assert scrubber.changed({"url.path": "/orders/42", "url.full": "http://h/?token=s3cr3tValue"}) == {
+            "url.full": "http://h/?token=[REDACTED:secret-param]"
+        }
+    assert scrubber.fired == {"secret-param": 6}
+
+
+def test_many_distinct_clean_values_do_not_stop_secrets_being_found() -> None:
+    """The memory of clean strings is bounded; once it fills up it starts again, and scrubbing goes on."""
+    scrubber = default_scrubber()
+    for n in range(10_000):
+        scrubber.text(f"/orders/{n}")
+    assert len(scrubber._clean) <= 4096
+    assert scrubber.text("Bearer abcDEF123456789xyz") == "[REDACTED:bearer]"
+
+
+def test_correlation_id_set_by_a_spans_creator_is_kept_and_limits_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    tracer = trace.get_tracer("t")
+    with testing.capture("svc") as tel, otel_kit.correlation_scope("from-the-context"):
+        with tracer.start_as_current_span("own", attributes={"correlation_id": "mine"}):
+            pass
+        with tracer.start_as_current_span("stamped"):
+            pass
+        with tracer.start_as_current_span("full", attributes={"a": 1, "b": 2}):
+            pass
+    spans = {s.name: s for s in tel.spans()}
+    assert spans["own"].attributes["correlation_id"] == "mine"
+    assert spans["stamped"].attributes["correlation_id"] == "from-the"  # cut like any attribute value
+    assert dict(spans["full"].attributes) == {"b": 2, "correlation_id": "from-the"}
+    assert spans["full"].dropped_attributes == 1

@@ -2,10 +2,10 @@
 
 A log line's journey, top to bottom:
 
-0. ``ScrubbingLogFilter`` (``redaction``) replaces secrets in the message, the ``extra`` fields and the
-   exception text;
-1. ``TelemetryContextFilter`` adds ``service``, ``trace_id``, ``span_id``, ``xray_trace_id`` and
-   ``correlation_id`` from the current context (fields a caller passed in ``extra`` are kept);
+1. ``TelemetryContextFilter``, once per record whichever handlers it reaches, first replaces secrets in the
+   message, the ``extra`` fields and the exception text (``redaction.scrub_record``), then adds ``service``,
+   ``trace_id``, ``span_id``, ``xray_trace_id`` and ``correlation_id`` from the current context (fields a caller
+   passed in ``extra`` are kept);
 2. the JSON formatter (python-json-logger) renders ``timestamp``, ``level``, ``logger``, ``message``, those
    fields, any other ``extra`` and ``stack`` for exceptions. JSON escapes newlines and control characters, so a
    message can never forge a second line;
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
@@ -33,7 +33,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
-from otel_kit._internal.redaction import Scrubber, ScrubbingLogFilter
+from otel_kit._internal.redaction import Scrubber, scrub_record
 
 __all__ = [
     "JSON_FIELDS",
@@ -65,15 +65,21 @@ XRAY_SDK_IDS: Callable[[], tuple[str, str] | None] | None = None
 LAMBDA_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_kit_request_id", default=None)
 
 
-class TelemetryContextFilter(logging.Filter):
-    """Adds the service and the current trace and correlation ids to each record. Never rejects a record.
+_DONE = "_otel_kit"  # marks a record the filter has seen; names starting with "_" are neither formatted nor exported
 
-    Cost: a context lookup per line; the id strings are formatted once per span and reused for its other lines.
+
+class TelemetryContextFilter(logging.Filter):
+    """Scrubs each record, then adds the service and the current trace and correlation ids. Never rejects one.
+
+    One filter on each of the toolkit's handlers, doing its work once per record (the first handler's call):
+    nothing is formatted or exported before the record is scrubbed. Cost: the scrubbing, and a context lookup
+    per line; the id strings are formatted once per span and reused for its other lines.
     """
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, scrubber: Scrubber | None = None) -> None:
         super().__init__()
         self.service = service
+        self.scrubber = scrubber if scrubber is not None and scrubber.enabled else None
         self._last: tuple[int, int, str, str, str] = (0, 0, "", "", "")  # trace, span, and their strings
 
     def _ids(self, trace_id: int, span_id: int) -> tuple[int, int, str, str, str]:
@@ -86,26 +92,35 @@ class TelemetryContextFilter(logging.Filter):
         return ids
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.service = self.service
-        given = getattr(record, "trace_id", None)
+        fields = record.__dict__
+        if _DONE in fields:  # the record's second handler: the first one did everything
+            return True
+        if self.scrubber is not None:
+            scrub_record(self.scrubber, record)
+        fields[_DONE] = True
+        fields["service"] = self.service
+        ctx = context.get_current()
+        given = fields.get("trace_id")
         if given is None:
-            ctx = trace.get_current_span().get_span_context()
-            if ctx.is_valid:
-                _, _, record.trace_id, record.span_id, record.xray_trace_id = self._ids(ctx.trace_id, ctx.span_id)
+            span_ctx = trace.get_current_span(ctx).get_span_context()
+            if span_ctx.is_valid:
+                _, _, fields["trace_id"], fields["span_id"], fields["xray_trace_id"] = self._ids(
+                    span_ctx.trace_id, span_ctx.span_id
+                )
             elif XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
-                record.xray_trace_id, record.span_id = xray
-                record.trace_id = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
+                fields["xray_trace_id"], fields["span_id"] = xray
+                fields["trace_id"] = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
             else:
-                record.trace_id = record.span_id = record.xray_trace_id = None
-        elif getattr(record, "xray_trace_id", None) is None and isinstance(given, str):
-            record.xray_trace_id = f"1-{given[:8]}-{given[8:]}"
-        if getattr(record, "correlation_id", None) is None:
+                fields["trace_id"] = fields["span_id"] = fields["xray_trace_id"] = None
+        elif fields.get("xray_trace_id") is None and isinstance(given, str):
+            fields["xray_trace_id"] = f"1-{given[:8]}-{given[8:]}"
+        if fields.get("correlation_id") is None:
             # validated when it entered the context; JSON escaping keeps any value on its one line regardless
-            cid = baggage.get_baggage(correlation.BAGGAGE_KEY)
-            record.correlation_id = cid if isinstance(cid, str) else None
+            cid = baggage.get_baggage(correlation.BAGGAGE_KEY, ctx)
+            fields["correlation_id"] = cid if isinstance(cid, str) else None
         request_id = LAMBDA_REQUEST_ID.get()
         if request_id is not None:
-            record.request_id = request_id
+            fields["request_id"] = request_id
         return True
 
 
@@ -162,8 +177,20 @@ class _OtelKitStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the toolkit's stdout handler so a second ``init()`` replaces it instead of adding another."""
 
 
+# Fields of the JSON line that an OTLP log record carries in its own fields (trace and span id), in its resource
+# (service.name) or not at all (the X-Ray form of the trace id, for CloudWatch Logs, which reads the JSON lines).
+_NOT_OTLP_ATTRIBUTES = ("service", "trace_id", "span_id", "xray_trace_id", _DONE)
+
+
 class _OtelKitOtlpHandler(LoggingHandler):
-    """Marks the toolkit's OTLP handler."""
+    """The toolkit's OTLP handler: the contrib handler, without the attributes that repeat the record's own fields
+    (each attribute is cleaned, queued, encoded and stored once more for every line)."""
+
+    def _get_attributes(self, record: logging.LogRecord) -> tuple[dict[str, Any], str | None]:
+        attributes, event_name = super()._get_attributes(record)
+        for name in _NOT_OTLP_ATTRIBUTES:
+            attributes.pop(name, None)
+        return attributes, event_name
 
 
 def install_handlers(
@@ -183,8 +210,7 @@ def install_handlers(
     for handler in list(root.handlers):
         if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
             root.removeHandler(handler)
-    context_filter = TelemetryContextFilter(service)
-    scrub_filter = ScrubbingLogFilter(scrubber or Scrubber(enabled=False))
+    record_filter = TelemetryContextFilter(service, scrubber)
     handlers: list[logging.Handler] = []
     if settings.log_stdout:
         stdout = _OtelKitStreamHandler(stream or sys.stdout)
@@ -193,8 +219,7 @@ def install_handlers(
     if provider is not None:
         handlers.append(_OtelKitOtlpHandler(logger_provider=provider))
     for handler in handlers:
-        handler.addFilter(scrub_filter)  # first: nothing is formatted or exported before it ran
-        handler.addFilter(context_filter)
+        handler.addFilter(record_filter)
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     return handlers

@@ -10,8 +10,9 @@ carries, so a reader sees *why* a value is gone but never the value: ``[REDACTED
   e-mail addresses when ``OTEL_KIT_SCRUB_EMAILS=true``).
 
 ``OTEL_KIT_SCRUB_SAFE_KEYS`` lists keys never touched (exact names); ``OTEL_KIT_SCRUB_EXTRA_PATTERNS`` adds value
-regexes (comma-separated), each reported as ``custom``. Cost: nothing for numbers and booleans, one pass of a few
-regexes per string (``bench/``).
+regexes (comma-separated), each reported as ``custom``. Cost (``bench/``): nothing for numbers and booleans; for a
+string, a few substring tests and one regex search the first time it is seen, then a set lookup (short clean
+strings are remembered, and most attribute values repeat).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Scrubber", "ScrubbingLogFilter", "default_scrubber"]
+__all__ = ["Scrubber", "default_scrubber", "scrub_record"]
 
 _SECRET_KEY = re.compile(
     r"(?i)(passw(or)?d|pwd|secret|token|api[-_.]?key|authorization|auth[-_.]?header|cookie|session[-_.]?id"
@@ -30,19 +31,26 @@ _SECRET_KEY = re.compile(
 )
 _PARAMS = r"(?:passw(?:or)?d|pwd|secret|token|api[-_.]?key|access[-_.]?key|auth|signature|session[-_.]?id|key)"
 
-# (rule name, pattern); a match is replaced by [REDACTED:<rule name>]
-_VALUE_RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("bearer", re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")),
-    ("aws-access-key", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("private-key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)")),
-    ("url-credentials", re.compile(r"(?<=//)[^/@\s:]+:[^/@\s]+(?=@)")),
+# (rule name, hint, pattern): a match is replaced by [REDACTED:<rule name>]. The pattern is searched only in a
+# string whose lower-cased form holds the hint: a substring test costs a fraction of a regex search.
+_VALUE_RULES: list[tuple[str, str, re.Pattern[str]]] = [
+    ("bearer", "bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
+    ("bearer", "basic", re.compile(r"(?i)\bbasic\s+[A-Za-z0-9._~+/=-]{8,}")),
+    ("jwt", "eyj", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")),
+    ("aws-access-key", "akia", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("aws-access-key", "asia", re.compile(r"\bASIA[0-9A-Z]{16}\b")),
+    (
+        "private-key",
+        "private key",
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    ),
+    ("url-credentials", "@", re.compile(r"(?<=//)[^/@\s:]+:[^/@\s]+(?=@)")),
 ]
 _PARAM_RULE = re.compile(rf"(?i)(\b{_PARAMS}=)([^&\s;]+)")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-# a cheap first look: a string with none of these cannot match any rule above
-_MAYBE = re.compile(r"[@=]|\d[ -]?\d[ -]?\d[ -]?\d|[Bb]earer|BEARER|[Bb]asic|BASIC|eyJ|AKIA|ASIA|PRIVATE KEY")
+_KEEP, _SECRET, _SCAN = 0, 1, 2  # what a key's values get: kept, replaced whole, scanned by the value rules
+_CLEAN_MAX, _CLEAN_MAX_LENGTH = 4096, 256
 
 
 def _luhn(digits: str) -> bool:
@@ -64,16 +72,23 @@ class Scrubber:
     extra: tuple[re.Pattern[str], ...] = ()
     emails: bool = False
     fired: dict[str, int] = field(default_factory=dict)
-    _secret_keys: dict[str, bool] = field(default_factory=dict, repr=False)
+    _key_kinds: dict[str, int] = field(default_factory=dict, repr=False)
+    # strings already scanned and found clean: most attribute values repeat (methods, routes, hosts, user agents),
+    # so each is scanned once; bounded by _CLEAN_MAX entries of at most _CLEAN_MAX_LENGTH characters
+    _clean: set[str] = field(default_factory=set, repr=False)
+
+    def _kind(self, key: str) -> int:
+        """What to do with values under ``key``: keep, replace whole, or scan (decided once per key)."""
+        kind = self._key_kinds.get(key)
+        if kind is None:
+            kind = _KEEP if key in self.safe_keys else _SECRET if _SECRET_KEY.search(key) else _SCAN
+            if len(self._key_kinds) < 10_000:
+                self._key_kinds[key] = kind
+        return kind
 
     def secret_key(self, key: str) -> bool:
-        """Whether values under ``key`` are replaced whole (decided once per key)."""
-        known = self._secret_keys.get(key)
-        if known is None:
-            known = key not in self.safe_keys and bool(_SECRET_KEY.search(key))
-            if len(self._secret_keys) < 10_000:
-                self._secret_keys[key] = known
-        return known
+        """Whether values under ``key`` are replaced whole."""
+        return self._kind(key) == _SECRET
 
     def _hit(self, rule: str) -> str:
         self.fired[rule] = self.fired.get(rule, 0) + 1
@@ -81,17 +96,25 @@ class Scrubber:
 
     def text(self, value: str) -> str:
         """``value`` with every secret inside it replaced."""
-        if not self.enabled or not value or (not self.extra and not _MAYBE.search(value)):
+        if not self.enabled or not value or value in self._clean:
             return value
-        for rule, pattern in _VALUE_RULES:
-            if pattern.search(value):
+        scrubbed = self._scan(value)
+        if scrubbed == value and len(value) <= _CLEAN_MAX_LENGTH:
+            if len(self._clean) >= _CLEAN_MAX:
+                self._clean.clear()
+            self._clean.add(value)
+        return scrubbed
+
+    def _scan(self, value: str) -> str:
+        lowered = value.lower()
+        for rule, hint, pattern in _VALUE_RULES:
+            if hint in lowered and pattern.search(value):
                 replacement = self._hit(rule)
                 value, extra_hits = pattern.subn(replacement, value)
                 self.fired[rule] += extra_hits - 1
         if "=" in value:
             value = _PARAM_RULE.sub(lambda m: m.group(1) + self._hit("secret-param"), value)
-        if any(c.isdigit() for c in value):
-            value = _CARD.sub(self._card, value)
+        value = _CARD.sub(self._card, value)
         if self.emails and "@" in value:
             value = _EMAIL.sub(lambda _m: self._hit("email"), value)
         for pattern in self.extra:
@@ -104,9 +127,12 @@ class Scrubber:
 
     def value(self, key: str, value: Any) -> Any:
         """An attribute or log field value after scrubbing: whole when the key is secret, else its strings."""
-        if not self.enabled or key in self.safe_keys:
+        if not self.enabled:
             return value
-        if self.secret_key(key):
+        kind = self._kind(key)
+        if kind == _KEEP:
+            return value
+        if kind == _SECRET:
             return self._hit("secret-key") if value not in (None, "") else value
         if isinstance(value, str):
             return self.text(value)
@@ -119,19 +145,23 @@ class Scrubber:
     def changed(self, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         """The attributes whose scrubbed value differs, with that value (empty when nothing is secret).
 
-        The common case (short strings, numbers, no secret keys) costs a cached key lookup and at most one
-        regex search per string.
+        The common case (numbers, no secret keys, strings seen before) costs a cached key lookup and a set lookup
+        per attribute; a string not seen before costs a regex search or two.
         """
         if not self.enabled or not attributes:
             return {}
         out: dict[str, Any] = {}
+        kinds, clean = self._key_kinds, self._clean
         for key, value in attributes.items():
-            if key in self.safe_keys:
+            kind = kinds.get(key)
+            if kind is None:
+                kind = self._kind(key)
+            if kind == _KEEP:
                 continue
-            if self.secret_key(key):
+            if kind == _SECRET:
                 new: Any = self.value(key, value)
             elif type(value) is str:
-                if not self.extra and not _MAYBE.search(value):
+                if value in clean:
                     continue
                 new = self.text(value)
             elif isinstance(value, (list, tuple, Mapping)):
@@ -158,40 +188,30 @@ _BARE_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 _STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class ScrubbingLogFilter(logging.Filter):
-    """Scrubs a log record in place before any handler formats or exports it: the message (rendered with its
-    arguments), every ``extra`` field, and the exception text."""
-
-    def __init__(self, scrubber: Scrubber) -> None:
-        super().__init__()
-        self.scrubber = scrubber
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.scrubber.enabled or getattr(record, "_otel_kit_scrubbed", False):
-            return True
-        message = record.getMessage()
-        scrubbed = self.scrubber.text(message)
-        if scrubbed != message or record.args:
-            record.msg, record.args = scrubbed, None
-        fields = record.__dict__
-        # only what the caller added with extra= (a record without extras has no more keys than a bare one)
-        extras = fields.keys() - _STANDARD_RECORD_FIELDS if len(fields) > _BARE_RECORD_SIZE else ()
-        for key in extras:
-            value = fields[key]
-            if key.startswith("_") or value is None or type(value) in (int, float, bool):
-                continue
-            new = self.scrubber.value(key, value)
-            if new is not value:
-                fields[key] = new
-        if record.exc_info and record.exc_info[0] is not None:
-            exc_type = record.exc_info[0].__name__
-            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            # the handlers read the scrubbed text, never the exception object (whose message may hold a secret)
-            record.exc_info = None
-            record.exc_text = self.scrubber.text(text)
-            setattr(record, "exception.type", exc_type)
-            setattr(record, "exception.stacktrace", record.exc_text)
-        elif record.exc_text:
-            record.exc_text = self.scrubber.text(record.exc_text)
-        record._otel_kit_scrubbed = True
-        return True
+def scrub_record(scrubber: Scrubber, record: logging.LogRecord) -> None:
+    """Scrub a log record in place before any handler formats or exports it: the message (rendered with its
+    arguments), every ``extra`` field, and the exception text. The log handlers' filter calls it once per record."""
+    message = record.getMessage()
+    scrubbed = scrubber.text(message)
+    if scrubbed != message or record.args:
+        record.msg, record.args = scrubbed, None
+    fields = record.__dict__
+    # only what the caller added with extra= (a record without extras has no more keys than a bare one)
+    extras = fields.keys() - _STANDARD_RECORD_FIELDS if len(fields) > _BARE_RECORD_SIZE else ()
+    for key in extras:
+        value = fields[key]
+        if key.startswith("_") or value is None or type(value) in (int, float, bool):
+            continue
+        new = scrubber.value(key, value)
+        if new is not value:
+            fields[key] = new
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_type = record.exc_info[0].__name__
+        text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        # the handlers read the scrubbed text, never the exception object (whose message may hold a secret)
+        record.exc_info = None
+        record.exc_text = scrubber.text(text)
+        setattr(record, "exception.type", exc_type)
+        setattr(record, "exception.stacktrace", record.exc_text)
+    elif record.exc_text:
+        record.exc_text = scrubber.text(record.exc_text)

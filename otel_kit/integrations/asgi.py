@@ -109,23 +109,17 @@ class OtelKitASGIMiddleware:
             context.detach(token)
             code = status.get("code", 500 if error_type else 0)
             route = getattr(scope.get("route"), "path", None)
-            if route:
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-            if code:
-                span.set_attribute("http.response.status_code", code)
-            if code >= 500 or error_type:
-                error_type = error_type or str(code)
-                span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute("error.type", error_type)
-            span.end()
             measured: dict[str, Any] = {"http.request.method": method, "url.scheme": scheme}
             if route:
+                span.update_name(f"{method} {route}")
                 measured["http.route"] = route
             if code:
                 measured["http.response.status_code"] = code
-            if error_type:
-                measured["error.type"] = error_type
+            if code >= 500 or error_type:
+                measured["error.type"] = error_type = error_type or str(code)
+                span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(measured)  # the span has the other two already; one call takes its lock once
+            span.end()
             self._duration.record(time.perf_counter() - start, measured, context=span_ctx)
 
 

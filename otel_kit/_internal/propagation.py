@@ -122,12 +122,22 @@ class HardenedPropagator(TextMapPropagator):
 
     def __init__(self, propagators: Iterable[tuple[TextMapPropagator, str | None]]) -> None:
         self._propagators = list(propagators)
+        # for carriers read with lower_case_getter (the toolkit's servers): a propagator none of whose headers is
+        # in the carrier is skipped, as it would hand back the context unchanged. The correlation propagator
+        # always runs: it gives a request without an id a fresh one.
+        self._headers = [
+            None if isinstance(p, CorrelationPropagator) else frozenset(f.lower() for f in p.fields)
+            for p, _ in self._propagators
+        ]
 
     def extract(
         self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
     ) -> Context:
         ctx = context if context is not None else Context()
-        for propagator, trace_header in self._propagators:
+        lower_case = getter is lower_case_getter and isinstance(carrier, Mapping)
+        for (propagator, trace_header), headers in zip(self._propagators, self._headers, strict=True):
+            if lower_case and headers is not None and headers.isdisjoint(carrier):  # type: ignore[arg-type]
+                continue
             given = ctx
             try:
                 ctx = propagator.extract(carrier, ctx, getter=getter)

@@ -109,17 +109,18 @@ class OtelKitASGIMiddleware:
             context.detach(token)
             code = status.get("code", 500 if error_type else 0)
             route = getattr(scope.get("route"), "path", None)
-            measured: dict[str, Any] = {"http.request.method": method, "url.scheme": scheme}
+            outcome: dict[str, Any] = {}
             if route:
                 span.update_name(f"{method} {route}")
-                measured["http.route"] = route
+                outcome["http.route"] = route
             if code:
-                measured["http.response.status_code"] = code
+                outcome["http.response.status_code"] = code
             if code >= 500 or error_type:
-                measured["error.type"] = error_type = error_type or str(code)
+                outcome["error.type"] = error_type or str(code)
                 span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(measured)  # the span has the other two already; one call takes its lock once
+            span.set_attributes(outcome)  # one call: the span's lock is taken once
             span.end()
+            measured = {"http.request.method": method, "url.scheme": scheme, **outcome}
             self._duration.record(time.perf_counter() - start, measured, context=span_ctx)
 
 

@@ -9,6 +9,7 @@ import logging
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 
 import otel_kit
@@ -167,3 +168,22 @@ def test_any_message_and_fields_stay_on_one_json_line(message: str, fields: dict
     parsed = json.loads(line)
     assert parsed["message"] == message
     assert all(parsed[key] == value for key, value in fields.items())
+
+
+def test_each_line_carries_the_ids_of_the_context_it_was_logged_in(tel: testing.Capture) -> None:
+    """The filter works the ids out once per context: every change of span or correlation id must show."""
+    tracer = trace.get_tracer("t")
+    with otel_kit.correlation_scope("outer"), tracer.start_as_current_span("a") as a:
+        log.info("one")
+        log.info("two")
+        with otel_kit.correlation_scope("inner"):
+            log.info("three")
+        with tracer.start_as_current_span("b") as b:
+            log.info("four")
+        log.info("five")
+    log.info("six")
+    lines = {line["message"]: line for line in tel.log_lines()}
+    span_a, span_b = (format(s.get_span_context().span_id, "016x") for s in (a, b))
+    seen = [(lines[m]["span_id"], lines[m]["correlation_id"]) for m in ("one", "two", "three", "four", "five", "six")]
+    assert seen == [(span_a, "outer"), (span_a, "outer"), (span_a, "inner"), (span_b, "outer"), (span_a, "outer"),
+                    (None, None)]  # fmt: skip

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from opentelemetry import baggage, context, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
@@ -65,6 +66,7 @@ XRAY_SDK_IDS: Callable[[], tuple[str, str] | None] | None = None
 LAMBDA_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_kit_request_id", default=None)
 
 
+_ContextFields = tuple[str | None, str | None, str | None, str | None]
 _DONE = "_otel_kit"  # marks a record the filter has seen; names starting with "_" are neither formatted nor exported
 
 
@@ -73,23 +75,31 @@ class TelemetryContextFilter(logging.Filter):
 
     One filter on each of the toolkit's handlers, doing its work once per record (the first handler's call):
     nothing is formatted or exported before the record is scrubbed. Cost: the scrubbing, and a context lookup
-    per line; the id strings are formatted once per span and reused for its other lines.
+    per line; the ids are worked out once per context and reused for its other lines.
     """
 
     def __init__(self, service: str, scrubber: Scrubber | None = None) -> None:
         super().__init__()
         self.service = service
         self.scrubber = scrubber if scrubber is not None and scrubber.enabled else None
-        self._last: tuple[int, int, str, str, str] = (0, 0, "", "", "")  # trace, span, and their strings
+        self._last: tuple[Context | None, _ContextFields] = (None, (None, None, None, None))
 
-    def _ids(self, trace_id: int, span_id: int) -> tuple[int, int, str, str, str]:
-        last = self._last
-        if last[0] == trace_id and last[1] == span_id:
-            return last
-        hex_trace = format_trace_id(trace_id)
-        ids = (trace_id, span_id, hex_trace, format_span_id(span_id), f"1-{hex_trace[:8]}-{hex_trace[8:]}")
-        self._last = ids  # one tuple assignment: safe to share between threads
-        return ids
+    def _from_context(self, ctx: Context) -> _ContextFields:
+        """trace_id, span_id, xray_trace_id and correlation_id of ``ctx``, worked out once per context and reused
+        for its other lines (a Context never changes: a new span or correlation id comes in a new one)."""
+        last_ctx, fields = self._last
+        if last_ctx is ctx:
+            return fields
+        span_ctx = trace.get_current_span(ctx).get_span_context()
+        trace_id = span_id = xray_trace_id = None
+        if span_ctx.is_valid:
+            trace_id, span_id = format_trace_id(span_ctx.trace_id), format_span_id(span_ctx.span_id)
+            xray_trace_id = f"1-{trace_id[:8]}-{trace_id[8:]}"
+        # validated when it entered the context; JSON escaping keeps any value on its one line regardless
+        cid = baggage.get_baggage(correlation.BAGGAGE_KEY, ctx)
+        fields = (trace_id, span_id, xray_trace_id, cid if isinstance(cid, str) else None)
+        self._last = (ctx, fields)  # one tuple assignment: safe to share between threads
+        return fields
 
     def filter(self, record: logging.LogRecord) -> bool:
         fields = record.__dict__
@@ -99,25 +109,18 @@ class TelemetryContextFilter(logging.Filter):
             scrub_record(self.scrubber, record)
         fields[_DONE] = True
         fields["service"] = self.service
-        ctx = context.get_current()
+        trace_id, span_id, xray_trace_id, cid = self._from_context(context.get_current())
         given = fields.get("trace_id")
         if given is None:
-            span_ctx = trace.get_current_span(ctx).get_span_context()
-            if span_ctx.is_valid:
-                _, _, fields["trace_id"], fields["span_id"], fields["xray_trace_id"] = self._ids(
-                    span_ctx.trace_id, span_ctx.span_id
-                )
-            elif XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
+            if trace_id is None and XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
                 fields["xray_trace_id"], fields["span_id"] = xray
                 fields["trace_id"] = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
             else:
-                fields["trace_id"] = fields["span_id"] = fields["xray_trace_id"] = None
+                fields["trace_id"], fields["span_id"], fields["xray_trace_id"] = trace_id, span_id, xray_trace_id
         elif fields.get("xray_trace_id") is None and isinstance(given, str):
             fields["xray_trace_id"] = f"1-{given[:8]}-{given[8:]}"
         if fields.get("correlation_id") is None:
-            # validated when it entered the context; JSON escaping keeps any value on its one line regardless
-            cid = baggage.get_baggage(correlation.BAGGAGE_KEY, ctx)
-            fields["correlation_id"] = cid if isinstance(cid, str) else None
+            fields["correlation_id"] = cid
         request_id = LAMBDA_REQUEST_ID.get()
         if request_id is not None:
             fields["request_id"] = request_id

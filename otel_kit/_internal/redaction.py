@@ -46,6 +46,7 @@ _VALUE_RULES: list[tuple[str, str, re.Pattern[str]]] = [
     ),
     ("url-credentials", "@", re.compile(r"(?<=//)[^/@\s:]+:[^/@\s]+(?=@)")),
 ]
+_ANY_HINT = re.compile("|".join(re.escape(hint) for _, hint, _ in _VALUE_RULES))
 _PARAM_RULE = re.compile(rf"(?i)(\b{_PARAMS}=)([^&\s;]+)")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
@@ -107,11 +108,12 @@ class Scrubber:
 
     def _scan(self, value: str) -> str:
         lowered = value.lower()
-        for rule, hint, pattern in _VALUE_RULES:
-            if hint in lowered and pattern.search(value):
-                replacement = self._hit(rule)
-                value, extra_hits = pattern.subn(replacement, value)
-                self.fired[rule] += extra_hits - 1
+        if _ANY_HINT.search(lowered):  # one search tells whether any rule's hint is there at all
+            for rule, hint, pattern in _VALUE_RULES:
+                if hint in lowered and pattern.search(value):
+                    replacement = self._hit(rule)
+                    value, extra_hits = pattern.subn(replacement, value)
+                    self.fired[rule] += extra_hits - 1
         if "=" in value:
             value = _PARAM_RULE.sub(lambda m: m.group(1) + self._hit("secret-param"), value)
         value = _CARD.sub(self._card, value)

@@ -31,6 +31,12 @@ RATIOS = [
         "log_line_without_context",
         1.25,
     ),
+    (
+        "log line: otel_kit with scrubbing off / same formatter without",
+        "log_line_with_context_no_scrub",
+        "log_line_without_context",
+        None,
+    ),
 ]
 
 

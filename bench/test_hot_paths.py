@@ -83,14 +83,14 @@ def test_histogram_prometheus_client(benchmark: Any) -> None:
     benchmark(lambda: hist.labels("GET", "/orders/{id}", "200").observe(0.042))
 
 
-def _null_logger(name: str, with_context: bool) -> logging.Logger:
+def _null_logger(name: str, with_context: bool, scrub: bool = True) -> logging.Logger:
     from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
     from otel_kit._internal.redaction import default_scrubber
 
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115  # closed with the process
     handler.setFormatter(json_formatter())
     if with_context:  # the filter otel_kit puts on its handlers: scrubbing, then the trace context
-        handler.addFilter(TelemetryContextFilter("bench", default_scrubber()))
+        handler.addFilter(TelemetryContextFilter("bench", default_scrubber(enabled=scrub)))
     logger = logging.getLogger(name)
     logger.handlers = [handler]
     logger.propagate = False
@@ -149,6 +149,12 @@ def test_histogram_otel_kit(benchmark: Any, kit: Any) -> None:
 
 def test_log_line_with_context(benchmark: Any, kit: Any) -> None:
     logger = _null_logger("bench.context", with_context=True)
+    with kit.tracer_provider.get_tracer("bench").start_as_current_span("request"):
+        benchmark(_log_line, logger)
+
+
+def test_log_line_with_context_no_scrub(benchmark: Any, kit: Any) -> None:
+    logger = _null_logger("bench.context_no_scrub", with_context=True, scrub=False)
     with kit.tracer_provider.get_tracer("bench").start_as_current_span("request"):
         benchmark(_log_line, logger)
 

@@ -36,9 +36,6 @@ class _Resource(Resource):
             self._hash = super().__hash__()
         return self._hash
 
-    def __eq__(self, other: object) -> bool:
-        return super().__eq__(other)
-
     def merge(self, other: Resource) -> Resource:
         merged = super().merge(other)
         return _Resource(merged.attributes, merged.schema_url)

@@ -1,10 +1,11 @@
 """Tracing: the TracerProvider, its sampler and X-Ray-compatible ids, and the processors ``init()`` installs.
 
-Processors run in this order on every span:
-
-1. ``KitSpanProcessor``: when a span starts, stamps ``correlation_id`` on it; when a span ends in error, writes
-   one ERROR log line with the stack (one processor for both jobs: every processor costs a call per span);
-2. a ``BatchSpanProcessor`` per exporter (bounded queue, background export: a dead collector never blocks).
+The provider's own span processor is ``KitSpanProcessor``: when a span starts it stamps ``correlation_id`` on it;
+when a span ends it scrubs it and, for an error, writes one ERROR log line with the stack. Then it hands the span
+to the processors added to the provider, in order: a ``BatchSpanProcessor`` per exporter (bounded queue,
+background export: a dead collector never blocks), then any given to ``init()``. Doing the toolkit's work in the
+provider's processor, not in one more processor beside the exporters', guarantees that no processor sees a span
+before it is scrubbed, and saves a processor's three calls per span.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    Span,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+    sampling,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
@@ -47,11 +56,13 @@ def build_sampler(settings: Settings) -> sampling.Sampler:
     return root
 
 
-class KitSpanProcessor(SpanProcessor):
-    """Stamps the correlation id on each span, and logs a span's error once.
+class KitSpanProcessor(SynchronousMultiSpanProcessor):
+    """The provider's span processor: stamps the correlation id on each span, scrubs it and logs its error once,
+    around the processors added to the provider.
 
     On start: the ``correlation_id`` attribute from the baggage of the parent context (validated when it entered
-    the context). On end: an error is logged at the innermost span that recorded it, with the recorded stack. An
+    the context), before the added processors' ``on_start``. On end, before the added processors' ``on_end``: the
+    span is scrubbed, and an error is logged at the innermost span that recorded it, with the recorded stack. An
     exception that propagates through nested spans is recorded on each of them; the (trace, type, message) key
     of the last 1024 errors is remembered so only the first span to end logs it. Cost: a baggage lookup per span
     start, a status check per span end, and the scrubbing of the span's attributes.
@@ -60,6 +71,7 @@ class KitSpanProcessor(SpanProcessor):
     def __init__(
         self, scrubber: Scrubber | None = None, logger_name: str = "otel_kit.errors", remember: int = 1024
     ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped upstream
         self._scrubber = scrubber or Scrubber(enabled=False)
         self._log = logging.getLogger(logger_name)
         self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
@@ -70,11 +82,17 @@ class KitSpanProcessor(SpanProcessor):
         cid = baggage.get_baggage(correlation.BAGGAGE_KEY, parent_context)
         if isinstance(cid, str):
             _stamp(span, cid)
+        super().on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._scrubber.enabled:
             _scrub_span(span, self._scrubber)
-        if span.status.status_code is not StatusCode.ERROR or span.context is None:
+        if span.status.status_code is StatusCode.ERROR:
+            self._log_error(span)
+        super().on_end(span)
+
+    def _log_error(self, span: ReadableSpan) -> None:
+        if span.context is None:
             return
         event = next((e for e in reversed(span.events) if e.name == "exception"), None)
         if event is None or event.attributes is None:
@@ -158,8 +176,12 @@ def build_tracer_provider(
     scrubber: Scrubber | None = None,
 ) -> TracerProvider:
     """A provider with X-Ray-compatible ids, the configured sampler, and one batch processor per exporter."""
-    provider = TracerProvider(resource=resource, sampler=build_sampler(settings), id_generator=AwsXRayIdGenerator())
-    provider.add_span_processor(KitSpanProcessor(scrubber))
+    provider = TracerProvider(
+        resource=resource,
+        sampler=build_sampler(settings),
+        id_generator=AwsXRayIdGenerator(),
+        active_span_processor=KitSpanProcessor(scrubber),
+    )
     for name in settings.traces_exporter:
         exporter: SpanExporter = (
             otlp.span_exporter(settings, meter_provider) if name == "otlp" else ConsoleSpanExporter()

@@ -87,10 +87,6 @@ class Scrubber:
                 self._key_kinds[key] = kind
         return kind
 
-    def secret_key(self, key: str) -> bool:
-        """Whether values under ``key`` are replaced whole."""
-        return self._kind(key) == _SECRET
-
     def _hit(self, rule: str) -> str:
         self.fired[rule] = self.fired.get(rule, 0) + 1
         return f"[REDACTED:{rule}]"

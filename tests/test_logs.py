@@ -187,3 +187,23 @@ def test_each_line_carries_the_ids_of_the_context_it_was_logged_in(tel: testing.
     seen = [(lines[m]["span_id"], lines[m]["correlation_id"]) for m in ("one", "two", "three", "four", "five", "six")]
     assert seen == [(span_a, "outer"), (span_a, "outer"), (span_a, "inner"), (span_b, "outer"), (span_a, "outer"),
                     (None, None)]  # fmt: skip
+
+
+def test_ids_given_in_extra_are_kept_and_the_rest_come_from_the_context(tel: testing.Capture) -> None:
+    """A caller logging on behalf of another trace (a consumer, a batch job) names its ids; the others still fill."""
+    other = "5759e988bd862e3fe1be46a994272793"
+    with otel_kit.correlation_scope("ctx-cid"), trace.get_tracer("t").start_as_current_span("s") as span:
+        log.info("trace given", extra={"trace_id": other})
+        log.info("correlation given", extra={"correlation_id": "given-cid"})
+        log.info({"event": "dict message", "service": "not-this-one"})
+    lines = {str(line.get("message") or line.get("event")): line for line in tel.log_lines()}
+    assert lines["trace given"]["trace_id"] == other
+    assert lines["trace given"]["xray_trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
+    assert lines["trace given"]["span_id"] is None  # the current span belongs to another trace
+    assert lines["trace given"]["correlation_id"] == "ctx-cid"
+    given = lines["correlation given"]
+    assert given["correlation_id"] == "given-cid"
+    assert given["span_id"] == format_span_id(span.get_span_context().span_id)
+    assert given["service"] == "test-service"
+    assert lines["dict message"]["service"] == "test-service"
+    assert list(lines["dict message"])[: len(JSON_FIELDS)] == list(JSON_FIELDS)

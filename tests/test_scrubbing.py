@@ -21,8 +21,14 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_X
 VALUE_CASES = [
     ("bearer", "Authorization: Bearer abcDEF123456789xyz", "abcDEF123456789xyz"),
     ("jwt", f"session {JWT} expired", JWT),
+    ("bearer", "AUTHORIZATION: BEARER abcDEF123456789xyz", "abcDEF123456789xyz"),
+    ("bearer", "Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l", "YWxhZGRpbjpvcGVuc2VzYW1l"),
     ("aws-access-key", "using key AKIAIOSFODNN7EXAMPLE now", "AKIAIOSFODNN7EXAMPLE"),
+    ("aws-access-key", "session key ASIAIOSFODNN7EXAMPLE now", "ASIAIOSFODNN7EXAMPLE"),
     ("card-number", "paid with 4111 1111 1111 1111 today", "4111 1111 1111 1111"),
+    ("card-number", "amex 378282246310005 on file", "378282246310005"),
+    # digits of another script: regex \d matches them, the ASCII digit count cannot see them
+    ("card-number", "paid with \u0664\u0661\u0661\u0661" + "\u0661" * 12 + " today", "\u0664\u0661\u0661\u0661"),
     ("secret-param", "GET /orders?page=2&token=s3cr3tValue&sort=asc", "s3cr3tValue"),
     ("url-credentials", "postgres://admin:hunter2pass@db:5432/shop", "hunter2pass"),
     (
@@ -43,6 +49,21 @@ def test_each_value_rule_replaces_the_secret_and_names_itself(rule: str, text: s
     assert f"[REDACTED:{rule}]" in scrubbed
 
 
+def test_every_rules_hint_is_in_what_its_pattern_matches() -> None:
+    """A rule's pattern is only searched where its hint is: a hint missing from a match would let that secret out."""
+    from otel_kit._internal.redaction import _VALUE_RULES
+
+    checked = set()
+    for _, text, _ in VALUE_CASES:
+        for rule, hint, pattern in _VALUE_RULES:
+            for match in pattern.finditer(text):
+                # the match with what its lookarounds may check: 2 characters before, 1 after
+                seen = text[max(match.start() - 2, 0) : match.end() + 1]
+                assert hint in seen.lower(), (rule, hint, seen)
+                checked.add((rule, hint))
+    assert checked == {(rule, hint) for rule, hint, _ in _VALUE_RULES}  # every rule had an example
+
+
 @pytest.mark.parametrize("key", KEY_CASES)
 def test_each_secret_key_hides_its_whole_value(key: str) -> None:
     assert default_scrubber().value(key, "plain-looking-value") == "[REDACTED:secret-key]"
@@ -50,7 +71,8 @@ def test_each_secret_key_hides_its_whole_value(key: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["order 1234 shipped", "4111 1111 1111 1112 fails the Luhn check", "trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    ["order 1234 shipped", "4111 1111 1111 1112 fails the Luhn check", "order 411111111111 (12 digits)",
+     "trace 4bf92f3577b34da6a3ce929d0e0e4736",
      "user alice@example.com", "GET /orders?page=2"],
 )  # fmt: skip
 def test_ordinary_values_are_left_alone(text: str) -> None:

@@ -30,6 +30,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import format_span_id, format_trace_id
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from otel_kit._internal import correlation, otlp
@@ -66,7 +67,6 @@ XRAY_SDK_IDS: Callable[[], tuple[str, str] | None] | None = None
 LAMBDA_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("otel_kit_request_id", default=None)
 
 
-_ContextFields = tuple[str | None, str | None, str | None, str | None]
 _DONE = "_otel_kit"  # marks a record the filter has seen; names starting with "_" are neither formatted nor exported
 
 
@@ -75,18 +75,19 @@ class TelemetryContextFilter(logging.Filter):
 
     One filter on each of the toolkit's handlers, doing its work once per record (the first handler's call):
     nothing is formatted or exported before the record is scrubbed. Cost: the scrubbing, and a context lookup
-    per line; the ids are worked out once per context and reused for its other lines.
+    per line; the fields are worked out once per context and copied onto its other lines in one update.
     """
 
     def __init__(self, service: str, scrubber: Scrubber | None = None) -> None:
         super().__init__()
         self.service = service
         self.scrubber = scrubber if scrubber is not None and scrubber.enabled else None
-        self._last: tuple[Context | None, _ContextFields] = (None, (None, None, None, None))
+        self._last: tuple[Context | None, dict[str, Any]] = (None, {})
 
-    def _from_context(self, ctx: Context) -> _ContextFields:
-        """trace_id, span_id, xray_trace_id and correlation_id of ``ctx``, worked out once per context and reused
-        for its other lines (a Context never changes: a new span or correlation id comes in a new one)."""
+    def _from_context(self, ctx: Context) -> dict[str, Any]:
+        """The marker, the service, and trace_id, span_id, xray_trace_id and correlation_id of ``ctx``, worked out
+        once per context and reused for its other lines (a Context never changes: a new span or correlation id
+        comes in a new one)."""
         last_ctx, fields = self._last
         if last_ctx is ctx:
             return fields
@@ -97,7 +98,14 @@ class TelemetryContextFilter(logging.Filter):
             xray_trace_id = f"1-{trace_id[:8]}-{trace_id[8:]}"
         # validated when it entered the context; JSON escaping keeps any value on its one line regardless
         cid = baggage.get_baggage(correlation.BAGGAGE_KEY, ctx)
-        fields = (trace_id, span_id, xray_trace_id, cid if isinstance(cid, str) else None)
+        fields = {
+            _DONE: True,
+            "service": self.service,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "xray_trace_id": xray_trace_id,
+            "correlation_id": cid if isinstance(cid, str) else None,
+        }
         self._last = (ctx, fields)  # one tuple assignment: safe to share between threads
         return fields
 
@@ -107,24 +115,37 @@ class TelemetryContextFilter(logging.Filter):
             return True
         if self.scrubber is not None:
             scrub_record(self.scrubber, record)
-        fields[_DONE] = True
-        fields["service"] = self.service
-        trace_id, span_id, xray_trace_id, cid = self._from_context(context.get_current())
-        given = fields.get("trace_id")
-        if given is None:
-            if trace_id is None and XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
-                fields["xray_trace_id"], fields["span_id"] = xray
-                fields["trace_id"] = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
-            else:
-                fields["trace_id"], fields["span_id"], fields["xray_trace_id"] = trace_id, span_id, xray_trace_id
-        elif fields.get("xray_trace_id") is None and isinstance(given, str):
-            fields["xray_trace_id"] = f"1-{given[:8]}-{given[8:]}"
-        if fields.get("correlation_id") is None:
-            fields["correlation_id"] = cid
+        found = self._from_context(context.get_current())
+        if (
+            fields.get("trace_id") is None
+            and fields.get("correlation_id") is None
+            and (found["trace_id"] is not None or XRAY_SDK_IDS is None)
+        ):
+            fields.update(found)  # the common case: the caller gave no ids and the context has what there is
+        else:
+            _merge_ids(fields, found)
         request_id = LAMBDA_REQUEST_ID.get()
         if request_id is not None:
             fields["request_id"] = request_id
         return True
+
+
+def _merge_ids(fields: dict[str, Any], found: dict[str, Any]) -> None:
+    """Add ``found`` to a record's fields, keeping the ids its caller gave in ``extra``; with no OpenTelemetry
+    span, the X-Ray SDK's ids when it has a segment open."""
+    fields[_DONE], fields["service"] = True, found["service"]
+    given = fields.get("trace_id")
+    if given is None:
+        if found["trace_id"] is None and XRAY_SDK_IDS is not None and (xray := XRAY_SDK_IDS()) is not None:
+            fields["xray_trace_id"], fields["span_id"] = xray
+            fields["trace_id"] = xray[0][2:].replace("-", "")  # 1-5759e988-bd86... -> 5759e988bd86...
+        else:
+            fields["trace_id"], fields["span_id"] = found["trace_id"], found["span_id"]
+            fields["xray_trace_id"] = found["xray_trace_id"]
+    elif fields.get("xray_trace_id") is None and isinstance(given, str):
+        fields["xray_trace_id"] = f"1-{given[:8]}-{given[8:]}"
+    if fields.get("correlation_id") is None:
+        fields["correlation_id"] = found["correlation_id"]
 
 
 # Line breaks that JSON leaves raw but ``str.splitlines()`` (and some log tools) split on; escaped so that no
@@ -142,11 +163,13 @@ class _JsonFormatter(JsonFormatter):
         return line
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
-        super().add_fields(log_data, record, message_dict)
-        for name in JSON_FIELDS[4:]:
-            log_data.setdefault(name, getattr(record, name, None))
+        super().add_fields(log_data, record, message_dict)  # the context fields are reserved: added here, in order
+        fields = record.__dict__
         # the fixed fields first, in JSON_FIELDS order, then whatever the caller added
-        ordered = {name: log_data.pop(name) for name in JSON_FIELDS if name in log_data}
+        ordered = {name: log_data.pop(name) for name in JSON_FIELDS[:4] if name in log_data}
+        for name in JSON_FIELDS[4:]:
+            given = log_data.pop(name, None)  # from a dict logged as the message
+            ordered[name] = fields.get(name, given)
         ordered.update(log_data)
         log_data.clear()
         log_data.update(ordered)
@@ -156,6 +179,7 @@ def json_formatter() -> logging.Formatter:
     return _JsonFormatter(
         "%(levelname)s %(name)s %(message)s",
         rename_fields={"levelname": "level", "name": "logger", "exc_info": "stack"},
+        reserved_attrs=[*RESERVED_ATTRS, *JSON_FIELDS[4:]],
         timestamp=True,
         json_ensure_ascii=False,
     )

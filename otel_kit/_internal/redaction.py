@@ -32,16 +32,18 @@ _SECRET_KEY = re.compile(
 _PARAMS = r"(?:passw(?:or)?d|pwd|secret|token|api[-_.]?key|access[-_.]?key|auth|signature|session[-_.]?id|key)"
 
 # (rule name, hint, pattern): a match is replaced by [REDACTED:<rule name>]. The pattern is searched only in a
-# string whose lower-cased form holds the hint: a substring test costs a fraction of a regex search.
+# string whose lower-cased form holds the hint, a part of every match: a substring test costs a fraction of a regex
+# search. Hints start with uncommon letters where they can, so the one search for any hint (_ANY_HINT) tries few
+# positions of ordinary text ("yj" rather than "eyj": half the cost of that search on a log message).
 _VALUE_RULES: list[tuple[str, str, re.Pattern[str]]] = [
     ("bearer", "bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
     ("bearer", "basic", re.compile(r"(?i)\bbasic\s+[A-Za-z0-9._~+/=-]{8,}")),
-    ("jwt", "eyj", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")),
-    ("aws-access-key", "akia", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
-    ("aws-access-key", "asia", re.compile(r"\bASIA[0-9A-Z]{16}\b")),
+    ("jwt", "yj", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")),
+    ("aws-access-key", "kia", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("aws-access-key", "sia", re.compile(r"\bASIA[0-9A-Z]{16}\b")),
     (
         "private-key",
-        "private key",
+        "vate key",
         re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
     ),
     ("url-credentials", "@", re.compile(r"(?<=//)[^/@\s:]+:[^/@\s]+(?=@)")),
@@ -49,6 +51,8 @@ _VALUE_RULES: list[tuple[str, str, re.Pattern[str]]] = [
 _ANY_HINT = re.compile("|".join(re.escape(hint) for _, hint, _ in _VALUE_RULES))
 _PARAM_RULE = re.compile(rf"(?i)(\b{_PARAMS}=)([^&\s;]+)")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_CARD_MIN_DIGITS = 13
+_ASCII_DIGITS = b"0123456789"
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _KEEP, _SECRET, _SCAN = 0, 1, 2  # what a key's values get: kept, replaced whole, scanned by the value rules
 _CLEAN_MAX, _CLEAN_MAX_LENGTH = 4096, 256
@@ -62,6 +66,15 @@ def _luhn(digits: str) -> bool:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+def _may_hold_card(value: str) -> bool:
+    """Whether ``value`` has the 13 digits a card number needs: counted on the bytes for an ASCII string (a tenth
+    of the card regex's cost, and most strings are ASCII); other strings may hold other scripts' digits, which the
+    regex's ``\\d`` matches, so they always go to the regex."""
+    if not value.isascii():
+        return True
+    return len(value) - len(value.encode().translate(None, _ASCII_DIGITS)) >= _CARD_MIN_DIGITS
 
 
 @dataclass
@@ -112,7 +125,8 @@ class Scrubber:
                     self.fired[rule] += extra_hits - 1
         if "=" in value:
             value = _PARAM_RULE.sub(lambda m: m.group(1) + self._hit("secret-param"), value)
-        value = _CARD.sub(self._card, value)
+        if _may_hold_card(value):
+            value = _CARD.sub(self._card, value)
         if self.emails and "@" in value:
             value = _EMAIL.sub(lambda _m: self._hit("email"), value)
         for pattern in self.extra:

@@ -192,21 +192,3 @@ def test_many_distinct_clean_values_do_not_stop_secrets_being_found() -> None:
         scrubber.text(f"/orders/{n}")
     assert len(scrubber._clean) <= 4096
     assert scrubber.text("Bearer abcDEF123456789xyz") == "[REDACTED:bearer]"
-
-
-def test_correlation_id_set_by_a_spans_creator_is_kept_and_limits_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
-    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
-    tracer = trace.get_tracer("t")
-    with testing.capture("svc") as tel, otel_kit.correlation_scope("from-the-context"):
-        with tracer.start_as_current_span("own", attributes={"correlation_id": "mine"}):
-            pass
-        with tracer.start_as_current_span("stamped"):
-            pass
-        with tracer.start_as_current_span("full", attributes={"a": 1, "b": 2}):
-            pass
-    spans = {s.name: s for s in tel.spans()}
-    assert spans["own"].attributes["correlation_id"] == "mine"
-    assert spans["stamped"].attributes["correlation_id"] == "from-the"  # cut like any attribute value
-    assert dict(spans["full"].attributes) == {"b": 2, "correlation_id": "from-the"}
-    assert spans["full"].dropped_attributes == 1

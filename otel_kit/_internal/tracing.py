@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from opentelemetry import baggage
+from opentelemetry import baggage, context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -77,19 +77,28 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
         self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
+        # the last parent context seen and its correlation id: a request's spans mostly start in a few contexts
+        self._last: tuple[Context | None, str | None] = (None, None)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        cid = baggage.get_baggage(correlation.BAGGAGE_KEY, parent_context)
-        if isinstance(cid, str):
+        ctx = parent_context if parent_context is not None else context.get_current()
+        last_ctx, cid = self._last
+        if last_ctx is not ctx:  # a Context never changes: a new correlation id comes in a new one
+            found = baggage.get_baggage(correlation.BAGGAGE_KEY, ctx)
+            cid = found if isinstance(found, str) else None
+            self._last = (ctx, cid)  # one tuple assignment: safe to share between threads
+        if cid is not None:
             _stamp(span, cid)
-        super().on_start(span, parent_context)
+        for processor in self._span_processors:  # the loop of the base class, without one more call
+            processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._scrubber.enabled:
             _scrub_span(span, self._scrubber)
         if span.status.status_code is StatusCode.ERROR:
             self._log_error(span)
-        super().on_end(span)
+        for processor in self._span_processors:
+            processor.on_end(span)
 
     def _log_error(self, span: ReadableSpan) -> None:
         if span.context is None:

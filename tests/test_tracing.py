@@ -1,0 +1,48 @@
+"""Spans carry the correlation id of the context they start in, within the configured attribute limits."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import context, trace
+
+import otel_kit
+from otel_kit import testing
+
+
+def test_each_span_carries_the_correlation_id_of_the_context_it_starts_in() -> None:
+    """The span processor remembers the last parent context's id: every change of context must still show."""
+    tracer = trace.get_tracer("t")
+    with testing.capture("svc") as tel:
+        with otel_kit.correlation_scope("a"):
+            ctx_a = context.get_current()
+            tracer.start_span("a1").end()
+            with otel_kit.correlation_scope("b"):
+                ctx_b = context.get_current()
+                tracer.start_span("b1").end()
+                tracer.start_span("a-explicit", context=ctx_a).end()
+            tracer.start_span("a2").end()
+            tracer.start_span("b-explicit", context=ctx_b).end()
+            with tracer.start_as_current_span("a-parent"):
+                tracer.start_span("a-child").end()
+        tracer.start_span("none").end()
+    ids = {s.name: (s.attributes or {}).get("correlation_id") for s in tel.spans()}
+    assert ids == {"a1": "a", "b1": "b", "a-explicit": "a", "a2": "a", "b-explicit": "b", "a-parent": "a",
+                   "a-child": "a", "none": None}  # fmt: skip
+
+
+def test_correlation_id_set_by_a_spans_creator_is_kept_and_limits_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+    tracer = trace.get_tracer("t")
+    with testing.capture("svc") as tel, otel_kit.correlation_scope("from-the-context"):
+        with tracer.start_as_current_span("own", attributes={"correlation_id": "mine"}):
+            pass
+        with tracer.start_as_current_span("stamped"):
+            pass
+        with tracer.start_as_current_span("full", attributes={"a": 1, "b": 2}):
+            pass
+    spans = {s.name: s for s in tel.spans()}
+    assert spans["own"].attributes["correlation_id"] == "mine"
+    assert spans["stamped"].attributes["correlation_id"] == "from-the"  # cut like any attribute value
+    assert dict(spans["full"].attributes) == {"b": 2, "correlation_id": "from-the"}
+    assert spans["full"].dropped_attributes == 1

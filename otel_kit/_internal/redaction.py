@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["Scrubber", "default_scrubber", "scrub_record"]
@@ -56,6 +57,7 @@ _ASCII_DIGITS = b"0123456789"
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _KEEP, _SECRET, _SCAN = 0, 1, 2  # what a key's values get: kept, replaced whole, scanned by the value rules
 _CLEAN_MAX, _CLEAN_MAX_LENGTH = 4096, 256
+_NOTHING: Mapping[str, Any] = MappingProxyType({})  # what Scrubber.changed() returns when nothing changed
 
 
 def _luhn(digits: str) -> bool:
@@ -154,15 +156,15 @@ class Scrubber:
             return {k: self.value(str(k), v) for k, v in value.items()}
         return value
 
-    def changed(self, attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    def changed(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """The attributes whose scrubbed value differs, with that value (empty when nothing is secret).
 
         The common case (numbers, no secret keys, strings seen before) costs a cached key lookup and a set lookup
         per attribute; a string not seen before costs a regex search or two.
         """
         if not self.enabled or not attributes:
-            return {}
-        out: dict[str, Any] = {}
+            return _NOTHING
+        out: dict[str, Any] | None = None  # made on the first change: most attribute sets have none
         kinds, clean = self._key_kinds, self._clean
         for key, value in attributes.items():
             kind = kinds.get(key)
@@ -181,8 +183,10 @@ class Scrubber:
             else:
                 continue
             if new != value:
+                if out is None:
+                    out = {}
                 out[key] = new
-        return out
+        return out if out is not None else _NOTHING
 
 
 def default_scrubber(

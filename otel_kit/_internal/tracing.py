@@ -43,8 +43,18 @@ CORRELATION_ATTRIBUTE = "correlation_id"
 
 
 def build_sampler(settings: Settings) -> sampling.Sampler:
-    """The head sampler named by ``OTEL_TRACES_SAMPLER`` with the ratio from ``OTEL_TRACES_SAMPLER_ARG``."""
-    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
+    """The head sampler named by ``OTEL_TRACES_SAMPLER`` with the ratio from ``OTEL_TRACES_SAMPLER_ARG``.
+
+    A ratio of 1 (the default) or 0 takes the constant sampler that decides the same for every trace id, without
+    the ratio sampler's arithmetic on each root span.
+    """
+    ratio: sampling.Sampler = (
+        sampling.ALWAYS_ON
+        if settings.sampler_arg >= 1.0
+        else sampling.ALWAYS_OFF
+        if settings.sampler_arg <= 0.0
+        else sampling.TraceIdRatioBased(settings.sampler_arg)
+    )
     root: sampling.Sampler = {
         "always_on": sampling.ALWAYS_ON,
         "always_off": sampling.ALWAYS_OFF,
@@ -72,7 +82,7 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
         self, scrubber: Scrubber | None = None, logger_name: str = "otel_kit.errors", remember: int = 1024
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # untyped upstream
-        self._scrubber = scrubber or Scrubber(enabled=False)
+        self._scrubber = scrubber if scrubber is not None and scrubber.enabled else None
         self._log = logging.getLogger(logger_name)
         self._seen: OrderedDict[tuple[int, str, str], None] = OrderedDict()
         self._remember = remember
@@ -93,9 +103,9 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
             processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._scrubber.enabled:
+        if self._scrubber is not None:
             _scrub_span(span, self._scrubber)
-        if span.status.status_code is StatusCode.ERROR:
+        if span._status.status_code is StatusCode.ERROR:  # the property's value, without the call
             self._log_error(span)
         for processor in self._span_processors:
             processor.on_end(span)

@@ -162,8 +162,8 @@ class Scrubber:
         The common case (numbers, no secret keys, strings seen before) costs a cached key lookup and a set lookup
         per attribute; a string not seen before costs a regex search or two.
         """
-        if not self.enabled or not attributes:
-            return _NOTHING
+        if not self.enabled or not attributes or attributes.keys() <= self.safe_keys:
+            return _NOTHING  # the last test: a span with only the toolkit's ids (and safe keys) costs one set test
         out: dict[str, Any] | None = None  # made on the first change: most attribute sets have none
         kinds, clean = self._key_kinds, self._clean
         for key, value in attributes.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -47,43 +47,36 @@ _IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
     """The export request for ``spans``, grouped by resource, then instrumentation scope, in order of first use."""
-    request = ExportTraceServiceRequest()
-    groups: dict[Resource, tuple[Any, dict[SDKScope | None, Any]]] = {}
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
-        group = groups.get(resource)
-        if group is None:
-            resource_spans = request.resource_spans.add()
-            _fill_resource(resource_spans, resource)
-            group = groups[resource] = (resource_spans, {})
-        parent, containers = group
-        container = containers.get(scope)
-        if container is None:
-            scope_spans = parent.scope_spans.add()
-            _fill_scope(scope_spans, scope)
-            container = containers[scope] = scope_spans.spans
-        _fill_span(container.add(), span)
-    return request
+    return _grouped(ExportTraceServiceRequest(), spans, ("resource_spans", "scope_spans", "spans"), _fill_span)
 
 
 def encode_logs(batch: Sequence[ReadableLogRecord]) -> ExportLogsServiceRequest:
     """The export request for ``batch``, grouped by resource, then instrumentation scope, in order of first use."""
-    request = ExportLogsServiceRequest()
+    return _grouped(ExportLogsServiceRequest(), batch, ("resource_logs", "scope_logs", "log_records"), _fill_log)
+
+
+_Request = TypeVar("_Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
+
+
+def _grouped(request: _Request, items: Sequence[Any], fields: tuple[str, str, str], fill: Any) -> _Request:
+    """Add each item to ``request`` under its resource and scope (the three repeated fields of that level, top
+    down), each group made when first used, and fill it there."""
+    by_resource_field, by_scope_field, items_field = fields
     groups: dict[Resource, tuple[Any, dict[SDKScope | None, Any]]] = {}
-    for readable in batch:
-        resource, scope = readable.resource, readable.instrumentation_scope or None
+    for item in items:
+        resource, scope = item.resource, item.instrumentation_scope or None
         group = groups.get(resource)
         if group is None:
-            resource_logs = request.resource_logs.add()
-            _fill_resource(resource_logs, resource)
-            group = groups[resource] = (resource_logs, {})
+            by_resource = getattr(request, by_resource_field).add()
+            _fill_resource(by_resource, resource)
+            group = groups[resource] = (by_resource, {})
         parent, containers = group
         container = containers.get(scope)
         if container is None:
-            scope_logs = parent.scope_logs.add()
-            _fill_scope(scope_logs, scope)
-            container = containers[scope] = scope_logs.log_records
-        _fill_log(container.add(), readable)
+            by_scope = getattr(parent, by_scope_field).add()
+            _fill_scope(by_scope, scope)
+            container = containers[scope] = getattr(by_scope, items_field)
+        fill(container.add(), item)
     return request
 
 

@@ -1,8 +1,9 @@
 """Shared by the benchmarks: interleaved repetitions, medians, ratios, and the JSON and PNG each one saves.
 
 Every benchmark measures its variants side by side in one run: repetition r runs every variant once, in an
-order rotated by r, so drift on a noisy machine (CPU frequency, other load) hits all variants alike. Results
-are medians over the repetitions; ratios compare medians.
+order rotated by r, so drift on a noisy machine (CPU frequency, other load) hits all variants alike. Figures are
+medians over the repetitions; a ratio is the median of the repetitions' own ratios (``paired``), each between
+variants that ran back to back, and is reported with that spread, so a run on a noisy machine shows as one.
 """
 
 from __future__ import annotations
@@ -57,6 +58,23 @@ def medians(runs: Mapping[str, list[dict[str, float]]]) -> dict[str, dict[str, f
         for name, measurements in runs.items()
         if measurements
     }
+
+
+def paired(
+    runs: Mapping[str, list[dict[str, float]]],
+    variant: str,
+    baseline: str,
+    figure: str,
+    compare: Callable[[float, float], float] = lambda a, b: a / b,
+) -> dict[str, Any]:
+    """``compare(variant, baseline)`` of one figure, repetition by repetition: their median and every value."""
+    values = [compare(a[figure], b[figure]) for a, b in zip(runs[variant], runs[baseline], strict=True)]
+    return {"median": statistics.median(values), "per_repetition": values}
+
+
+def spread(values: list[float], form: str = ".2f") -> str:
+    """``min to max over n`` of per-repetition values, for the printed summary."""
+    return f"{min(values):{form}} to {max(values):{form}} over {len(values)}"
 
 
 def save(name: str, result: dict[str, Any], plot: Callable[[Any], None] | None = None, out: Path = RESULTS) -> Path:

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.harness import arguments, bar_plot, interleaved, medians, save
+from bench.harness import arguments, bar_plot, interleaved, medians, paired, save, spread
 from bench.load import service, wrk
 from demo_services.stack.servers import Collector
 
@@ -50,23 +50,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for url in urls.values():  # warm up: imports, first requests, connection pools
             wrk(url + "/trivial", 1)
-        runs = {}
+        every = {}
         for route in ROUTES:
             variants = {name: (lambda u=url + route: wrk(u, seconds)) for name, url in urls.items()}
-            runs[route] = medians(interleaved(variants, reps, f"request overhead {route}"))
+            every[route] = interleaved(variants, reps, f"request overhead {route}")
+    runs = {route: medians(r) for route, r in every.items()}
+
+    def added_us(rps: float, bare_rps: float) -> float:
+        return 1e6 / rps - 1e6 / bare_rps
 
     summary: dict[str, Any] = {}
-    for route, m in runs.items():
-        bare = m["bare"]
-        summary[route] = {
-            name: {
-                "throughput_ratio": m[name]["rps"] / bare["rps"],
-                "p50_ratio": m[name]["p50_us"] / bare["p50_us"],
-                "p99_ratio": m[name]["p99_us"] / bare["p99_us"],
-                "us_added_per_request": 1e6 / m[name]["rps"] - 1e6 / bare["rps"],
+    for route, r in every.items():
+        summary[route] = {}
+        for name in ("otel_kit", "agent"):
+            figures = {
+                "throughput_ratio": paired(r, name, "bare", "rps"),
+                "p50_ratio": paired(r, name, "bare", "p50_us"),
+                "p99_ratio": paired(r, name, "bare", "p99_us"),
+                "us_added_per_request": paired(r, name, "bare", "rps", added_us),
             }
-            for name in ("otel_kit", "agent")
-        }
+            summary[route][name] = {key: f["median"] for key, f in figures.items()}
+            summary[route][name]["per_repetition"] = {key: f["per_repetition"] for key, f in figures.items()}
     work = summary["/work"]
     goals = {
         "otel_kit adds less per request than the agent (/work)": work["otel_kit"]["us_added_per_request"]
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for route, s in summary.items():
         for name, r in s.items():
             print(
-                f"{route} {name}: throughput x{r['throughput_ratio']:.2f}, p50 x{r['p50_ratio']:.2f}, "
+                f"{route} {name}: throughput x{r['throughput_ratio']:.2f} "
+                f"({spread(r['per_repetition']['throughput_ratio'])} repetitions), p50 x{r['p50_ratio']:.2f}, "
                 f"p99 x{r['p99_ratio']:.2f}, {r['us_added_per_request']:+.0f} us/request"
             )
     for goal, met in goals.items():

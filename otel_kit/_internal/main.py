@@ -186,6 +186,7 @@ def init(
             _handle = Handle(settings=settings, problems=problems)
         _register_fork_hook()
         if not _atexit_registered:
+            # the providers are built with shutdown_on_exit=False: this hook alone stops them, within the bound
             atexit.register(shutdown)
             _flush_at_multiprocessing_exit()
             multiprocessing.util.register_after_fork(shutdown, lambda _: _flush_at_multiprocessing_exit())

@@ -170,5 +170,6 @@ def build_meter_provider(
             else:
                 readers.append(endpoint.reader)
     readers.extend(extra_readers)
-    provider = MeterProvider(resource=resource, metric_readers=readers, views=default_views())
+    # the toolkit's own exit hook stops it, within OTEL_KIT_SHUTDOWN_TIMEOUT_MS
+    provider = MeterProvider(resource=resource, metric_readers=readers, views=default_views(), shutdown_on_exit=False)
     return provider, endpoint

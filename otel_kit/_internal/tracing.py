@@ -200,6 +200,7 @@ def build_tracer_provider(
         sampler=build_sampler(settings),
         id_generator=AwsXRayIdGenerator(),
         active_span_processor=KitSpanProcessor(scrubber),
+        shutdown_on_exit=False,  # the toolkit's own exit hook stops it, within OTEL_KIT_SHUTDOWN_TIMEOUT_MS
     )
     for name in settings.traces_exporter:
         exporter: SpanExporter = (

@@ -117,6 +117,18 @@ def test_log_records_are_also_exported_over_otlp_with_trace_context(tel: testing
     assert set(record.log_record.attributes) == {"correlation_id"}
 
 
+def test_the_opentelemetry_sdks_own_records_are_written_but_not_exported(tel: testing.Capture) -> None:
+    for name in ("opentelemetry", "opentelemetry.exporter.otlp", "opentelemetry_app", "app"):
+        logging.getLogger(name).warning("from %s", name)
+    assert [line["message"] for line in tel.log_lines()] == [
+        "from opentelemetry",
+        "from opentelemetry.exporter.otlp",
+        "from opentelemetry_app",
+        "from app",
+    ]
+    assert [r.log_record.body for r in tel.log_records()] == ["from opentelemetry_app", "from app"]
+
+
 def test_async_traced_function_and_concurrent_tasks_keep_their_own_ids(tel: testing.Capture) -> None:
     @otel_kit.traced
     async def handle(n: int) -> str | None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -66,3 +70,65 @@ def test_export_failures_are_counted_per_exporter(monkeypatch: pytest.MonkeyPatc
             tel.handle.force_flush(3000)
             ours = tel.metrics()["otel_kit.export.failed"].data.data_points
             assert {p.attributes["signal"]: p.value for p in ours} == {"traces": 1}  # type: ignore[attr-defined]
+
+
+def test_a_failed_log_export_is_reported_on_stdout_and_not_exported_again(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """While the collector is down, one application line makes one failed export: the exporter's error goes to
+    stdout and is not queued for the next export (which would fail and log again, for as long as the outage
+    lasts), and nothing is said about recursive logging."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound but not listening: connection refused
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        # the SDK drops an exporter message equal to the one before it within 20 s: an earlier test's failed export
+        # must not hide this one
+        for duplicate_filter in logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter").filters:
+            monkeypatch.setattr(duplicate_filter, "last_log", None, raising=False)
+        with testing.capture("svc", logs_exporter="otlp", shutdown_timeout_ms=10_000) as tel:
+            logging.getLogger("app").warning("the last line before the collector went away")
+            for _ in range(2):  # the first flush fails to deliver the line; the second finds nothing new to send
+                assert tel.handle.force_flush(5_000) is True
+            failed = tel.metrics()["otel_kit.export.failed"].data.data_points
+            # (an earlier test's abandoned span export may still end here: only the log signal is this test's)
+            by_signal = {p.attributes["signal"]: p.value for p in failed}  # type: ignore[attr-defined]
+            assert by_signal.get("logs") == 1, by_signal
+            assert tel.handle.shutdown() is True
+    lines = tel.log_lines()
+    log_export_errors = [line for line in lines if line["level"] == "ERROR" and "export logs" in line["message"]]
+    assert [line["logger"] for line in log_export_errors] == ["opentelemetry.exporter.otlp.proto.grpc.exporter"]
+    exported = [r.log_record.body for r in tel.log_records()]
+    assert exported == ["the last line before the collector went away"]
+    assert "recursive logging" not in capfd.readouterr().err
+
+
+_EXITING_SCRIPT = """
+import logging, sys
+import otel_kit
+from opentelemetry import trace
+otel_kit.init("exiting")
+with trace.get_tracer("job").start_as_current_span("last job"):
+    logging.getLogger("job").warning("done")
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_ending_normally_exits_within_the_shutdown_bound(stuck_collector: int) -> None:
+    """``atexit`` flushes for at most ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``; nothing else waits on the stuck collector
+    afterwards (the SDK's own exit hooks did, for the exporters' 10 s timeout and more)."""
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{stuck_collector}",
+        "OTEL_KIT_SHUTDOWN_TIMEOUT_MS": "1000",
+        "OTEL_KIT_LOG_STDOUT": "false",
+    }
+    with subprocess.Popen([sys.executable, "-c", _EXITING_SCRIPT], env=env, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "exiting"
+        started = time.monotonic()
+        assert proc.wait(timeout=30) == 0
+        took = time.monotonic() - started
+    assert took < 3, f"the process took {took:.1f} s to exit with a 1 s shutdown bound"
+

@@ -10,7 +10,11 @@ A log line's journey, top to bottom:
    fields, any other ``extra`` and ``stack`` for exceptions. JSON escapes newlines and control characters, so a
    message can never forge a second line;
 3. the stdout handler writes the line; the OpenTelemetry ``LoggingHandler`` hands the record to the
-   LoggerProvider, whose batch processor exports it over OTLP.
+   LoggerProvider, whose batch processor exports it over OTLP. Records of the OpenTelemetry SDK's own loggers
+   (``opentelemetry.*``) go to stdout only: exporting them fed a loop while the collector was down (each failed
+   export logged an error that was queued for the next export, which failed in turn, for as long as the outage
+   lasted) and, at shutdown, answered every late record with another one. The failures are counted in
+   ``otel_kit.export.failed`` either way.
 """
 
 from __future__ import annotations
@@ -191,7 +195,8 @@ def build_logger_provider(
     meter_provider: MeterProvider | None,
     extra_processors: Sequence[LogRecordProcessor] = (),
 ) -> LoggerProvider:
-    provider = LoggerProvider(resource=resource)
+    # the toolkit's own exit hook stops it, within OTEL_KIT_SHUTDOWN_TIMEOUT_MS
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     for name in settings.logs_exporter:
         exporter = otlp.log_exporter(settings, meter_provider) if name == "otlp" else ConsoleLogRecordExporter()
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
@@ -211,7 +216,13 @@ _NOT_OTLP_ATTRIBUTES = ("service", "trace_id", "span_id", "xray_trace_id", _DONE
 
 class _OtelKitOtlpHandler(LoggingHandler):
     """The toolkit's OTLP handler: the contrib handler, without the attributes that repeat the record's own fields
-    (each attribute is cleaned, queued, encoded and stored once more for every line)."""
+    (each attribute is cleaned, queued, encoded and stored once more for every line), and without the records of
+    the OpenTelemetry SDK's own loggers (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "opentelemetry" or record.name.startswith("opentelemetry."):
+            return False
+        return super().filter(record)
 
     def _get_attributes(self, record: logging.LogRecord) -> tuple[dict[str, Any], str | None]:
         attributes, event_name = super()._get_attributes(record)

@@ -34,6 +34,9 @@ from otel_kit._internal.selfmetrics import fresh_counts
 
 __all__ = ["Capture", "capture", "reset"]
 
+# how long reset() waits for a shutdown that overran its bound to end its exports
+_STOPPED_WAIT_S = 30
+
 
 @dataclass
 class Capture:
@@ -69,13 +72,22 @@ class Capture:
 
 
 def reset() -> None:
-    """Stop the running ``init()`` and forget OpenTelemetry's global providers and the toolkit's counts."""
+    """Stop the running ``init()`` and forget OpenTelemetry's global providers and the toolkit's counts.
+
+    A shutdown that overran its bound is waited for (up to 30 s), so nothing of one test runs on into the next.
+    """
     from opentelemetry import trace
     from opentelemetry._logs import _internal as logs_internal
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once
 
+    with main._lock:
+        handle = main._handle
     main.shutdown()
+    # a shutdown that overran its bound is still exporting: wait for it (each export gives up after the exporter's
+    # timeout), or its late exports and log lines would land in the next test
+    if handle is not None and not handle.wait_stopped(_STOPPED_WAIT_S):
+        main._log.warning("an earlier shutdown still exports after %d s; its records may show later", _STOPPED_WAIT_S)
     with main._lock:
         main._handle = None
     trace._TRACER_PROVIDER_SET_ONCE = Once()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
 
+import otel_kit
 from otel_kit import testing
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +59,8 @@ def test_stuck_collector_never_blocks_spans_and_drops_are_counted(
         assert tel.handle.shutdown() is False  # could not flush to a stuck collector...
         assert time.monotonic() - started < 5  # ...and gave up within its bound instead of hanging
     assert any("did not finish within 300 ms" in line["message"] for line in tel.log_lines())
+    # leaving capture() waited for the abandoned export to give up: nothing of it runs on into the next test
+    assert "otel-kit-shutdown" not in [thread.name for thread in threading.enumerate()]
 
 
 def test_export_failures_are_counted_per_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,3 +138,22 @@ def test_a_process_ending_normally_exits_within_the_shutdown_bound(stuck_collect
         took = time.monotonic() - started
     assert took < 3, f"the process took {took:.1f} s to exit with a 1 s shutdown bound"
 
+
+def test_a_shutdown_finishing_late_leaves_the_next_inits_log_handlers_alone(
+    monkeypatch: pytest.MonkeyPatch, stuck_collector: int
+) -> None:
+    """A shutdown that overran its bound goes on exporting in the background; when it ends, it takes off only the
+    log handlers of the ``init()`` it stopped. A second ``init()`` made meanwhile keeps writing its lines."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{stuck_collector}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    first = otel_kit.init("first", traces_exporter="otlp", metrics_exporter="none", log_stream=io.StringIO())
+    with trace.get_tracer("job").start_as_current_span("unsent"):
+        pass
+    assert otel_kit.shutdown(100) is False  # the span is still on its way to the stuck collector
+    later = io.StringIO()
+    otel_kit.init("second", traces_exporter="none", metrics_exporter="none", log_stream=later)
+    assert first.wait_stopped(30) is True  # the first init's shutdown gave up on the collector and ended
+    logging.getLogger("app").warning("written after the first shutdown ended")
+    lines = [json.loads(line) for line in later.getvalue().splitlines()]
+    # (the first shutdown's own report of its failed export may come first: it ended after the second init)
+    assert [line["message"] for line in lines if line["logger"] == "app"] == ["written after the first shutdown ended"]

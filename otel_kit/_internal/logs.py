@@ -263,9 +263,11 @@ def install_handlers(
     return handlers
 
 
-def remove_handlers() -> None:
-    """Take the toolkit's handlers off the root logger (``shutdown()`` and re-``init()`` use it)."""
+def remove_handlers(handlers: Sequence[logging.Handler] | None = None) -> None:
+    """Take ``handlers`` (default: every toolkit handler) off the root logger: ``shutdown()`` removes its own,
+    a new ``init()`` all that an earlier one left."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if isinstance(handler, (_OtelKitStreamHandler, _OtelKitOtlpHandler)):
+        mine = isinstance(handler, (_OtelKitStreamHandler, _OtelKitOtlpHandler))
+        if mine and (handlers is None or handler in handlers):
             root.removeHandler(handler)

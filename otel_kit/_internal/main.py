@@ -60,6 +60,8 @@ class Handle:
     instrumented: list[Any] = field(default_factory=list)
     closed: bool = False
     pid: int = field(default_factory=os.getpid)
+    log_handlers: list[logging.Handler] = field(default_factory=list)
+    _stopper: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def prometheus_port(self) -> int | None:
@@ -89,11 +91,20 @@ class Handle:
         self.closed = True
         timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
         worker = threading.Thread(target=self._stop, args=(timeout,), name="otel-kit-shutdown", daemon=True)
+        self._stopper = worker
         worker.start()
         worker.join(timeout / 1000)
         if worker.is_alive():
             _log.warning("telemetry shutdown did not finish within %d ms; unsent telemetry was dropped", timeout)
             return False
+        return True
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a shutdown that overran its bound to end its exports in the background
+        (each gives up after the exporter's timeout). True when nothing of this handle is still running."""
+        if self._stopper is not None:
+            self._stopper.join(timeout_s)
+            return not self._stopper.is_alive()
         return True
 
     def _stop(self, timeout_ms: int) -> None:
@@ -111,7 +122,8 @@ class Handle:
             self.meter_provider.shutdown(timeout_millis=timeout_ms)
         if self.prometheus is not None:
             self.prometheus.close()
-        logs.remove_handlers()
+        # only this init's handlers: a late-finishing shutdown must not take off those of an init made since
+        logs.remove_handlers(self.log_handlers)
 
     def after_fork(self) -> None:
         """In a forked child: become a process of its own, keeping the providers (and the instrumentations that
@@ -229,7 +241,7 @@ def _build(
         install_log_guards()
         selfmetrics.count_queue_drops()
 
-    logs.install_handlers(settings, service, handle.logger_provider, log_stream, scrubber)
+    handle.log_handlers = logs.install_handlers(settings, service, handle.logger_provider, log_stream, scrubber)
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
     return handle

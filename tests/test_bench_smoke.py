@@ -46,6 +46,7 @@ def test_outage_isolation_smoke(tmp_path: Path) -> None:
     assert data["application_errors"] == 0
     spans = data["spans"]
     assert spans["sent"] > 0 and spans["sent"] <= spans["received"] + spans["reported_dropped"]  # type: ignore[index]
+    assert len(data["rss_kib"]["after_each_outage"]) == data["repetitions"]  # type: ignore[index,arg-type]
 
 
 def test_collector_throughput_smoke(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 from opentelemetry import context, trace
 
@@ -46,3 +49,18 @@ def test_correlation_id_set_by_a_spans_creator_is_kept_and_limits_still_apply(mo
     assert spans["stamped"].attributes["correlation_id"] == "from-the"  # cut like any attribute value
     assert dict(spans["full"].attributes) == {"b": 2, "correlation_id": "from-the"}
     assert spans["full"].dropped_attributes == 1
+
+
+def test_an_init_after_shutdown_says_that_the_global_providers_stay_with_the_first() -> None:
+    """OpenTelemetry lets a process set its global providers once: a second init() after shutdown() cannot take
+    them over, and says so in one clear line instead of losing spans and metrics without a word."""
+    quiet = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
+    otel_kit.init("first", **quiet, log_stream=io.StringIO())
+    assert otel_kit.shutdown() is True
+    stream = io.StringIO()
+    otel_kit.init("second", **quiet, log_stream=stream)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    ours = [line["message"] for line in lines if line["logger"] == "otel_kit" and line["level"] == "WARNING"]
+    assert len(ours) == 1, lines
+    assert ours[0].startswith("OpenTelemetry's global tracer and meter providers were set before this init()")
+    assert "restart the process" in ours[0]

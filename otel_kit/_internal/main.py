@@ -14,7 +14,7 @@ from typing import IO, Any
 from opentelemetry import metrics as metrics_api
 from opentelemetry import propagate
 from opentelemetry import trace as trace_api
-from opentelemetry._logs import set_logger_provider
+from opentelemetry._logs import get_logger_provider, set_logger_provider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -224,6 +224,7 @@ def _build(
     service = str(resource.attributes.get("service.name", "unknown_service"))
     handle = Handle(settings=settings, problems=problems, service_name=service)
 
+    taken = ""
     if not settings.disabled:
         handle.meter_provider, handle.prometheus = build_meter_provider(settings, resource, metric_readers, problems)
         metrics_api.set_meter_provider(handle.meter_provider)
@@ -237,6 +238,7 @@ def _build(
                 settings, resource, handle.meter_provider, log_processors
             )
             set_logger_provider(handle.logger_provider)
+        taken = _providers_set_before(handle)
         propagate.set_global_textmap(build_propagator())
         install_log_guards()
         selfmetrics.count_queue_drops()
@@ -244,7 +246,29 @@ def _build(
     handle.log_handlers = logs.install_handlers(settings, service, handle.logger_provider, log_stream, scrubber)
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
+    if taken:
+        _log.warning(
+            "OpenTelemetry's global %s providers were set before this init() (by an init() since shut down, or by "
+            "other code such as opentelemetry-instrument) and a process can set them only once: what the "
+            "OpenTelemetry API records goes to those, not to this init()'s exporters; restart the process to "
+            "change them (in tests: otel_kit.testing.reset())",
+            taken,
+        )
     return handle
+
+
+def _providers_set_before(handle: Handle) -> str:
+    """Which of ``handle``'s providers OpenTelemetry refused as the global one ("tracer, meter and logger")."""
+    refused = [
+        name
+        for name, global_provider, ours in (
+            ("tracer", trace_api.get_tracer_provider(), handle.tracer_provider),
+            ("meter", metrics_api.get_meter_provider(), handle.meter_provider),
+            ("logger", get_logger_provider(), handle.logger_provider),
+        )
+        if ours is not None and global_provider is not ours
+    ]
+    return ", ".join(refused[:-1]) + " and " + refused[-1] if len(refused) > 1 else "".join(refused)
 
 
 def _flush_at_multiprocessing_exit() -> None:

@@ -64,3 +64,24 @@ def test_an_init_after_shutdown_says_that_the_global_providers_stay_with_the_fir
     assert len(ours) == 1, lines
     assert ours[0].startswith("OpenTelemetry's global tracer and meter providers were set before this init()")
     assert "restart the process" in ours[0]
+    # and an init() that took the providers says nothing of the kind
+    testing.reset()
+    stream = io.StringIO()
+    otel_kit.init("third", **quiet, log_stream=stream)
+    assert "set before this init()" not in stream.getvalue()
+
+
+def test_an_init_after_other_code_set_the_tracer_provider_names_that_one() -> None:
+    """As under ``opentelemetry-instrument``, which sets its own tracer provider before the app calls init()."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    stream = io.StringIO()
+    otel_kit.init("svc", traces_exporter="none", metrics_exporter="none", logs_exporter="none", log_stream=stream)
+    ours = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert [m for m in ours if "set before this init()" in m] == [
+        "OpenTelemetry's global tracer provider was set before this init() (by an init() since shut down, or by "
+        "other code such as opentelemetry-instrument) and a process can set each only once: what the OpenTelemetry "
+        "API records goes there, not to this init()'s exporters; restart the process to change it (in tests: "
+        "otel_kit.testing.reset())"
+    ]

@@ -248,17 +248,18 @@ def _build(
         _log.warning(problem.message(), extra={"variable": problem.variable})
     if taken:
         _log.warning(
-            "OpenTelemetry's global %s providers were set before this init() (by an init() since shut down, or by "
-            "other code such as opentelemetry-instrument) and a process can set them only once: what the "
-            "OpenTelemetry API records goes to those, not to this init()'s exporters; restart the process to "
-            "change them (in tests: otel_kit.testing.reset())",
+            "OpenTelemetry's global %s set before this init() (by an init() since shut down, or by other code "
+            "such as opentelemetry-instrument) and a process can set each only once: what the OpenTelemetry API "
+            "records goes there, not to this init()'s exporters; restart the process to change it (in tests: "
+            "otel_kit.testing.reset())",
             taken,
         )
     return handle
 
 
 def _providers_set_before(handle: Handle) -> str:
-    """Which of ``handle``'s providers OpenTelemetry refused as the global one ("tracer, meter and logger")."""
+    """Which of ``handle``'s providers OpenTelemetry refused as the global one ("tracer and meter providers were"),
+    or "" when it took them all."""
     refused = [
         name
         for name, global_provider, ours in (
@@ -268,7 +269,9 @@ def _providers_set_before(handle: Handle) -> str:
         )
         if ours is not None and global_provider is not ours
     ]
-    return ", ".join(refused[:-1]) + " and " + refused[-1] if len(refused) > 1 else "".join(refused)
+    if len(refused) > 1:
+        return ", ".join(refused[:-1]) + " and " + refused[-1] + " providers were"
+    return f"{refused[0]} provider was" if refused else ""
 
 
 def _flush_at_multiprocessing_exit() -> None:

@@ -88,14 +88,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def outage() -> dict[str, float]:
             os.kill(collector_pid, signal.SIGSTOP)
             try:
-                return wrk(url + "/work", seconds)
+                measured = wrk(url + "/work", seconds)
             finally:
                 rss_after_outage.append(rss_kib(pid))
                 os.kill(collector_pid, signal.SIGCONT)
-                # the next segment starts once the backlog is out: a healthy segment must not measure the recovery
-                thawed = time.monotonic()
-                settled()
-                recovery_s.append(round(time.monotonic() - thawed, 2))
+            # the next segment starts once the backlog is out: a healthy segment must not measure the recovery
+            thawed = time.monotonic()
+            settled()
+            recovery_s.append(round(time.monotonic() - thawed, 2))
+            return measured
 
         runs = interleaved({"healthy": healthy, "outage": outage}, reps, "outage isolation")
         m = medians(runs)

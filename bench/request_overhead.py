@@ -5,7 +5,8 @@
 The same FastAPI app runs three ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
 sampling); under ``opentelemetry-instrument`` with the same exporters. Both instrumented variants export over OTLP
 to the project's collector (accepting and discarding). wrk, in its own process, drives ``/work`` (2 ms of CPU)
-and ``/trivial`` with 8 connections; runs are interleaved and repeated, and medians compared.
+and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio is the median of the
+repetitions' own ratios.
 """
 
 from __future__ import annotations

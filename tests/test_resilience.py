@@ -98,7 +98,7 @@ def test_a_failed_log_export_is_reported_on_stdout_and_not_exported_again(
             for _ in range(2):  # the first flush fails to deliver the line; the second finds nothing new to send
                 assert tel.handle.force_flush(5_000) is True
             failed = tel.metrics()["otel_kit.export.failed"].data.data_points
-            # (an earlier test's abandoned span export may still end here: only the log signal is this test's)
+            # (only the log signal is this test's subject)
             by_signal = {p.attributes["signal"]: p.value for p in failed}  # type: ignore[attr-defined]
             assert by_signal.get("logs") == 1, by_signal
             assert tel.handle.shutdown() is True

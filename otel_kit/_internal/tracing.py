@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import (
     sampling,
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from otel_kit._internal import correlation, otlp
@@ -103,6 +104,7 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
             processor.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
+        _slim(span)
         if self._scrubber is not None:
             _scrub_span(span, self._scrubber)
         if span._status.status_code is StatusCode.ERROR:  # the property's value, without the call
@@ -162,6 +164,26 @@ def _stamp(span: Span, cid: str) -> None:
         span.set_attribute(CORRELATION_ATTRIBUTE, cid)
 
 
+def _slim(span: ReadableSpan) -> None:
+    """Swap the ended span's attribute, event and link containers for plain ones, unless a limit dropped items.
+
+    A queued span waits up to the batch processor's schedule (5 s) for its export, long enough for Python's
+    garbage collector to move it to the oldest generation, and every object so moved brings the next full
+    collection nearer, which stops the whole process for as long as it takes to walk the heap (tens of ms on
+    a service). The SDK's ``BoundedAttributes`` and two ``BoundedList`` hold a lock and a deque each: eight of the
+    eleven objects the collector tracks per queued span. A dict of plain values and an empty tuple are not
+    tracked at all. The public properties read the same either way; the dropped counts live only in the bounded
+    containers, which are kept when they count something (SDK 1.45 internals, covered by tests).
+    """
+    attributes = span._attributes
+    if isinstance(attributes, BoundedAttributes) and not attributes.dropped:
+        span._attributes = attributes._dict
+    for name in ("_events", "_links"):
+        items = getattr(span, name)
+        if isinstance(items, BoundedList) and not items.dropped:
+            setattr(span, name, tuple(items))
+
+
 def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
     """Replace secrets in the ended span's attributes and events before any exporter sees it.
 
@@ -172,7 +194,13 @@ def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
     # its plain dict when there is one: iterating BoundedAttributes goes through the Mapping machinery
     changed = scrubber.changed(getattr(attributes, "_dict", attributes))
     if changed:
-        span._attributes = BoundedAttributes(attributes={**(attributes or {}), **changed}, immutable=True)
+        clean = {**(attributes or {}), **changed}
+        if isinstance(attributes, BoundedAttributes):  # kept by _slim for its count of dropped attributes
+            bounded = BoundedAttributes(attributes=clean, immutable=True)
+            bounded.dropped = attributes.dropped
+            span._attributes = bounded
+        else:
+            span._attributes = clean
     events = span._events
     if events:
         scrubbed = []
@@ -183,7 +211,11 @@ def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
                 touched = True
                 event = Event(event.name, {**(event.attributes or {}), **fixed}, event.timestamp)
             scrubbed.append(event)
-        if touched:
+        if touched and isinstance(events, BoundedList):  # kept by _slim for its count of dropped events
+            kept = BoundedList.from_seq(len(events), scrubbed)
+            kept.dropped = events.dropped
+            span._events = kept
+        elif touched:
             span._events = tuple(scrubbed)
 
 

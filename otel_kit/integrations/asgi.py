@@ -39,6 +39,7 @@ Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_EMPTY_CONTEXT = context.Context()
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -128,11 +129,24 @@ def _echo(send: Send, cid: bytes, status: dict[str, int] | None) -> Send:
     """``send`` that adds ``X-Correlation-ID`` to the response start and notes the status code."""
 
     async def send_with_id(message: Any) -> None:
-        if message.get("type") == "http.response.start":
+        kind = message.get("type")
+        if kind == "http.response.start":
             if status is not None:
                 status["code"] = int(message.get("status", 0))
             out = [(k, v) for k, v in message.get("headers") or () if k.lower() != HEADER_BYTES]
             message = dict(message, headers=[*out, (HEADER_BYTES, cid)])
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            # The server schedules the connection's next step as the response ends (uvicorn: its keep-alive
+            # timer), and asyncio keeps the context a timer was scheduled in until the timer leaves the loop's
+            # heap, cancelled or not: up to 5 s later. Sent in the request's context, the last body message kept
+            # the span and its objects alive that long, to be walked by every garbage collection (p99 of a
+            # trivial route 45 ms instead of 14 ms under load). The context here holds nothing.
+            token = context.attach(_EMPTY_CONTEXT)
+            try:
+                await send(message)
+            finally:
+                context.detach(token)
+            return
         await send(message)
 
     return send_with_id

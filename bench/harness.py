@@ -21,13 +21,15 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def arguments(doc: str, argv: list[str] | None, **options: tuple[type, Any, str]) -> argparse.Namespace:
-    """The command line every benchmark shares (``--repetitions``, ``--smoke``, ``--out``) plus its own
-    ``options`` (name: (type, default, help))."""
+def arguments(
+    doc: str, argv: list[str] | None, repetitions: int = 5, **options: tuple[type, Any, str]
+) -> argparse.Namespace:
+    """The command line every benchmark shares (``--repetitions``, default ``repetitions``; ``--smoke``;
+    ``--out``) plus its own ``options`` (name: (type, default, help))."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     for name, (kind, default, text) in options.items():
         parser.add_argument(f"--{name}", type=kind, default=default, help=text)
-    parser.add_argument("--repetitions", type=int, default=5, help="at least 5")
+    parser.add_argument("--repetitions", type=int, default=repetitions, help=f"at least 5 (default {repetitions})")
     parser.add_argument("--smoke", action="store_true", help="a quick run that checks the harness, not the speed")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)

@@ -14,6 +14,7 @@ import http.client
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,11 +25,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_kit
 from demo_services.stack.servers import OtlpReceiver, attributes, serve_asgi, wait_until
+from otel_kit._internal.selfmetrics import EXPORT_FAILED, counts
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +172,37 @@ def test_a_request_span_is_let_go_when_the_response_is_sent_on_kept_alive_connec
             idle.close()
             busy.close()
     assert [s.name for s in exporter.get_finished_spans()] == ["GET /ping"] * 3
+
+
+def test_a_batch_whose_export_failed_is_freed_without_waiting_for_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SDK 1.45's gRPC exporter kept a failed export's error where the error's own traceback could reach it, a
+    cycle holding the whole batch until Python's next full collection, which under an outage came every 40 s
+    or so with some 20,000 objects to free."""
+    freed: list[weakref.ref[Any]] = []
+
+    class Watch(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            freed.append(weakref.ref(span))
+
+    silent = socket.socket()  # takes connections into its backlog and never answers: every export times out
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    quiet = {"metrics_exporter": "none", "logs_exporter": "none"}
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    otel_kit.init("outage", endpoint=endpoint, **quiet, span_processors=[Watch()], log_stream=io.StringIO())
+    gc.disable()  # only reference counting may free the batch
+    try:
+        tracer = trace.get_tracer("outage")
+        for i in range(50):
+            tracer.start_span("lost", attributes={"i": i}).end()
+        trace.get_tracer_provider().force_flush(10_000)  # type: ignore[attr-defined]  # exports here, and fails
+        assert counts().get(EXPORT_FAILED, "traces") == 50
+        alive = sum(ref() is not None for ref in freed)
+    finally:
+        gc.enable()
+        silent.close()
+    assert alive == 0, f"{alive} of 50 spans still held after their export failed"

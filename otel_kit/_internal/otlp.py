@@ -13,8 +13,9 @@ a success), and a refused batch must never vanish uncounted.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
@@ -103,15 +104,46 @@ class CountingMetricExporter(MetricExporter):
 
 
 def span_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> SpanExporter:
-    return CountingSpanExporter(_span_exporter(settings, meter_provider))
+    return CountingSpanExporter(_releasing_errors(_span_exporter(settings, meter_provider)))
 
 
 def metric_exporter(settings: Settings) -> MetricExporter:
-    return CountingMetricExporter(_metric_exporter(settings))
+    return CountingMetricExporter(_releasing_errors(_metric_exporter(settings)))
 
 
 def log_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> LogRecordExporter:
-    return CountingLogExporter(_log_exporter(settings, meter_provider))
+    return CountingLogExporter(_releasing_errors(_log_exporter(settings, meter_provider)))
+
+
+class _ErrorReleasingMetrics:
+    """An SDK exporter's own metrics (``otel.sdk.exporter.*``) that let go of a failed export's error once counted.
+
+    SDK 1.45's OTLP exporters put the error of a failed export on the result object their export frame holds, and
+    the error's traceback holds that frame: a reference cycle that keeps the whole batch alive, with the frames
+    of every caller, until Python's next full garbage collection. In the outage benchmark that was some 20,000
+    objects freed at each full collection, and the service's memory rising by 5 to 9 MiB between two of them.
+    Clearing the error after the SDK has counted it breaks the cycle: the batch is freed as the export returns.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @contextlib.contextmanager
+    def export_operation(self, num_items: int) -> Iterator[Any]:
+        result = None
+        try:
+            with self._inner.export_operation(num_items) as result:
+                yield result
+        finally:
+            if result is not None:  # the SDK's own context has recorded the error by now
+                result.error = None
+
+
+def _releasing_errors(exporter: Any) -> Any:
+    """``exporter`` with its metrics wrapped in ``_ErrorReleasingMetrics`` (SDK 1.45 internals, covered by tests)."""
+    if hasattr(exporter, "_metrics"):
+        exporter._metrics = _ErrorReleasingMetrics(exporter._metrics)
+    return exporter
 
 
 def _http_session(signal: str) -> Any:

@@ -3,8 +3,8 @@
 Each object the collector tracks that outlives a few hundred allocations moves towards the oldest generation,
 and enough of them trigger a full collection, which stops the whole process while it walks the heap (tens of
 milliseconds on a real service). Under load that was most of a trivial route's p99 latency. So spans and log
-records waiting in the batch queues hold as few tracked objects as they can, and a request's span is let go as
-soon as its response is sent.
+records waiting in the batch queues hold as few tracked objects as they can, a request's span is let go as soon
+as its response is sent, and a batch whose export failed is freed at once rather than by the next full collection.
 """
 
 from __future__ import annotations

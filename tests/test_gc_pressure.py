@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # A service in its own process (pytest keeps every log record it sees): it leaves spans and log records in the
 # batch queues, counts what the garbage collector tracks per queued item, prints it and shuts down, flushing.
 SERVICE = textwrap.dedent(
-    f"""
-    import gc, json, logging
+    """
+    import gc, json, logging, sys
     import otel_kit
     from opentelemetry import trace
 
-    QUEUED = {QUEUED}
+    QUEUED = int(sys.argv[1])
 
     def tracked_per_item(make):
         make(-1)  # warm-up
@@ -62,24 +62,24 @@ SERVICE = textwrap.dedent(
     log = logging.getLogger("gc")
 
     def span(i):
-        with tracer.start_as_current_span("work", attributes={{"i": i, "route": "/work"}}) as current:
+        with tracer.start_as_current_span("work", attributes={"i": i, "route": "/work"}) as current:
             if i % 100 == 0:
-                current.add_event("checkpoint", {{"i": i}})
+                current.add_event("checkpoint", {"i": i})
 
     def line(i):
-        log.info("line %d", i, extra={{"i": i}})
+        log.info("line %d", i, extra={"i": i})
 
     with otel_kit.correlation_scope("gc-1"):
         per_span = tracked_per_item(span)
         with tracer.start_as_current_span("logging"):
             per_record = tracked_per_item(line)
         # what the limits dropped is still counted, scrubbed or not
-        with tracer.start_as_current_span("crowded", attributes={{f"a{{n}}": n for n in range(10)}}) as crowded:
+        with tracer.start_as_current_span("crowded", attributes={f"a{n}": n for n in range(10)}) as crowded:
             for n in range(3):
-                crowded.add_event(f"e{{n}}", {{"note": "password=hunter2" if n == 2 else "plain"}})
-        with tracer.start_as_current_span("scrubbed", attributes={{f"b{{n}}": n for n in range(8)}}) as scrubbed:
+                crowded.add_event(f"e{n}", {"note": "password=hunter2" if n == 2 else "plain"})
+        with tracer.start_as_current_span("scrubbed", attributes={f"b{n}": n for n in range(8)}) as scrubbed:
             scrubbed.set_attribute("b7", "password=hunter2")
-    print(json.dumps({{"per_span": per_span, "per_record": per_record}}))
+    print(json.dumps({"per_span": per_span, "per_record": per_record}))
     assert otel_kit.shutdown(), "flush did not complete"
     """
 )
@@ -99,7 +99,7 @@ def test_queued_spans_and_log_records_hold_three_tracked_objects_each_and_all_ar
         env |= {f"OTEL_{signal}_SCHEDULE_DELAY": "600000", f"OTEL_{signal}_MAX_QUEUE_SIZE": "4096"}
         env[f"OTEL_{signal}_MAX_EXPORT_BATCH_SIZE"] = "4096"
     result = subprocess.run(
-        [sys.executable, "-c", SERVICE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SERVICE, str(QUEUED)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     counted = json.loads(result.stdout.splitlines()[-1])

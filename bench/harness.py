@@ -74,6 +74,27 @@ def paired(
     return {"median": statistics.median(values), "per_repetition": values}
 
 
+def alternating(a: Callable[[], object], b: Callable[[], object], blocks: int = 200, calls: int = 50) -> float:
+    """``a``'s time over ``b``'s, from ``blocks`` pairs of back-to-back blocks of ``calls`` calls each, which of the
+    two goes first swapped every pair: the median of the pairs' ratios.
+
+    Both sides of a pair run within milliseconds of each other, so they see the machine alike; timing sessions
+    that run one variant after the other, seconds apart, see it change (on the 2-core machine of ``bench/results``
+    their ratios swung from 0.6 to 1.7 where these stay within a few percent).
+    """
+    clock = time.perf_counter
+    ratios = []
+    for pair in range(blocks):
+        elapsed = {}
+        for side, fn in ((0, a), (1, b)) if pair % 2 == 0 else ((1, b), (0, a)):
+            start = clock()
+            for _ in range(calls):
+                fn()
+            elapsed[side] = clock() - start
+        ratios.append(elapsed[0] / elapsed[1])
+    return statistics.median(ratios)
+
+
 def spread(values: list[float], form: str = ".2f") -> str:
     """``min to max over n`` of per-repetition values, for the printed summary."""
     return f"{min(values):{form}} to {max(values):{form}} over {len(values)}"

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -71,16 +72,23 @@ def test_histogram_raw_sdk(benchmark: Any) -> None:
     provider.shutdown()
 
 
-def test_histogram_prometheus_client(benchmark: Any) -> None:
+def _prometheus_histogram() -> Any:
     from prometheus_client import CollectorRegistry, Histogram
 
-    hist = Histogram(
+    return Histogram(
         "http_server_request_duration_seconds",
         "duration",
         ["http_request_method", "http_route", "http_response_status_code"],
         registry=CollectorRegistry(),
     )
-    benchmark(lambda: hist.labels("GET", "/orders/{id}", "200").observe(0.042))
+
+
+def _observe(hist: Any) -> None:
+    hist.labels("GET", "/orders/{id}", "200").observe(0.042)
+
+
+def test_histogram_prometheus_client(benchmark: Any) -> None:
+    benchmark(_observe, _prometheus_histogram())
 
 
 def _null_logger(name: str, with_context: bool, scrub: bool = True) -> logging.Logger:
@@ -162,3 +170,38 @@ def test_log_line_with_context_no_scrub(benchmark: Any, kit: Any) -> None:
 def test_span_otel_kit_no_scrub(benchmark: Any) -> None:
     with _kit(scrub=False) as handle:
         benchmark(_span, handle.tracer_provider.get_tracer("bench"))
+
+
+def alternating_ratios(blocks: int, calls: int) -> dict[tuple[str, str], float]:
+    """The ratios of ``hot_paths.RATIOS`` that can be timed in one process, each from alternating blocks of the
+    two variants (``harness.alternating``), keyed by their (numerator, denominator) test names. Run in a fresh
+    process: it calls ``init()``. Not here: otel_kit's histogram against the raw SDK's, since ``init()`` puts its
+    series guard on every provider's aggregation; that ratio comes from the sessions, raw SDK first."""
+    from bench.harness import alternating
+
+    raw = TracerProvider()
+    raw.add_span_processor(BatchSpanProcessor(NullExporter()))
+    raw_tracer = raw.get_tracer("bench")
+    plain = _null_logger("bench.plain", with_context=False)
+    ratios: dict[tuple[str, str], float] = {}
+
+    def pair(numerator: str, denominator: str, a: Any, b: Any) -> None:
+        ratios[(numerator, denominator)] = alternating(a, b, blocks, calls)
+
+    for scrub, suffix in ((True, ""), (False, "_no_scrub")):
+        with _kit(scrub=scrub) as handle:
+            tracer = handle.tracer_provider.get_tracer("bench")
+            pair(f"span_otel_kit{suffix}", "span_raw_sdk", partial(_span, tracer), partial(_span, raw_tracer))
+            if scrub:
+                http_spans = partial(_http_span, tracer), partial(_http_span, raw_tracer)
+                pair("http_span_otel_kit", "http_span_raw_sdk", *http_spans)
+                meter = handle.meter_provider.get_meter("bench")
+                hist = meter.create_histogram("http.server.request.duration", unit="s")
+                pair("histogram_otel_kit", "histogram_prometheus_client",
+                     partial(hist.record, 0.042, ATTRS), partial(_observe, _prometheus_histogram()))  # fmt: skip
+            logger = _null_logger(f"bench.context{suffix}", with_context=True, scrub=scrub)
+            with tracer.start_as_current_span("request"):
+                pair(f"log_line_with_context{suffix}", "log_line_without_context",
+                     partial(_log_line, logger), partial(_log_line, plain))  # fmt: skip
+    raw.shutdown()
+    return ratios

@@ -1,10 +1,12 @@
-"""The benchmarks' ratio: repetition by repetition, so a machine that slows down half-way does not halve it."""
+"""The benchmarks' ratios: repetition by repetition, or block by block, so a machine that slows down half-way does
+not halve them."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.harness import paired, spread
+from bench import harness
+from bench.harness import alternating, paired, spread
 
 
 def _runs(baseline: list[float], variant: list[float]) -> dict[str, list[dict[str, float]]]:
@@ -30,3 +32,20 @@ def test_microseconds_added_are_compared_repetition_by_repetition() -> None:
 def test_variants_with_different_repetition_counts_are_refused() -> None:
     with pytest.raises(ValueError):
         paired(_runs([100, 100], [90]), "kit", "bare", "rps")
+
+
+def test_alternating_blocks_keep_the_ratio_when_the_machine_slows_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a costs twice b; a third of the way in, the machine becomes three times slower for both
+    now, done = [0.0], [0]
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: now[0])
+
+    def work(cost: float) -> object:
+        def call() -> None:
+            done[0] += 1
+            now[0] += cost * (3.0 if done[0] > 200 else 1.0)
+
+        return call
+
+    assert alternating(work(2.0), work(1.0), blocks=30, calls=10) == pytest.approx(2.0)
+    assert done[0] == 600
+    # timed one after the other instead, a's 300 calls before b's, the ratio would read 2 * 300 / (3 * 300) = 0.67

@@ -24,6 +24,9 @@ def test_hot_paths_smoke(tmp_path: Path) -> None:
     data = _output(tmp_path, "hot_paths")
     assert set(data["ratios"]) == {name for name, *_ in hot_paths.RATIOS}  # type: ignore[arg-type]
     assert all(r["ratio"] > 0 for r in data["ratios"].values())  # type: ignore[attr-defined]
+    methods = {name: r["method"] for name, r in data["ratios"].items()}  # type: ignore[attr-defined]
+    assert methods.pop("histogram: otel_kit / raw SDK") == "pytest-benchmark sessions"
+    assert set(methods.values()) == {"alternating blocks"}
 
 
 def test_request_overhead_smoke(tmp_path: Path) -> None:

@@ -51,23 +51,32 @@ def _http_span(tracer: trace.Tracer) -> None:
         pass
 
 
-def test_span_raw_sdk(benchmark: Any) -> None:
+def _raw_provider() -> TracerProvider:
+    """The raw SDK as its users set it up: a batch processor, here in front of an exporter that does nothing."""
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    return provider
+
+
+def _histogram(meter_provider: Any) -> Any:
+    return meter_provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
+
+
+def test_span_raw_sdk(benchmark: Any) -> None:
+    provider = _raw_provider()
     benchmark(_span, provider.get_tracer("bench"))
     provider.shutdown()
 
 
 def test_http_span_raw_sdk(benchmark: Any) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    provider = _raw_provider()
     benchmark(_http_span, provider.get_tracer("bench"))
     provider.shutdown()
 
 
 def test_histogram_raw_sdk(benchmark: Any) -> None:
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    hist = provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
+    hist = _histogram(provider)
     benchmark(hist.record, 0.042, ATTRS)
     provider.shutdown()
 
@@ -151,7 +160,7 @@ def test_http_span_otel_kit(benchmark: Any, kit: Any) -> None:
 
 
 def test_histogram_otel_kit(benchmark: Any, kit: Any) -> None:
-    hist = kit.meter_provider.get_meter("bench").create_histogram("http.server.request.duration", unit="s")
+    hist = _histogram(kit.meter_provider)
     benchmark(hist.record, 0.042, ATTRS)
 
 
@@ -179,8 +188,7 @@ def alternating_ratios(blocks: int, calls: int) -> dict[tuple[str, str], float]:
     series guard on every provider's aggregation; that ratio comes from the sessions, raw SDK first."""
     from bench.harness import alternating
 
-    raw = TracerProvider()
-    raw.add_span_processor(BatchSpanProcessor(NullExporter()))
+    raw = _raw_provider()
     raw_tracer = raw.get_tracer("bench")
     plain = _null_logger("bench.plain", with_context=False)
     ratios: dict[tuple[str, str], float] = {}
@@ -195,8 +203,7 @@ def alternating_ratios(blocks: int, calls: int) -> dict[tuple[str, str], float]:
             if scrub:
                 http_spans = partial(_http_span, tracer), partial(_http_span, raw_tracer)
                 pair("http_span_otel_kit", "http_span_raw_sdk", *http_spans)
-                meter = handle.meter_provider.get_meter("bench")
-                hist = meter.create_histogram("http.server.request.duration", unit="s")
+                hist = _histogram(handle.meter_provider)
                 pair("histogram_otel_kit", "histogram_prometheus_client",
                      partial(hist.record, 0.042, ATTRS), partial(_observe, _prometheus_histogram()))  # fmt: skip
             logger = _null_logger(f"bench.context{suffix}", with_context=True, scrub=scrub)

@@ -48,4 +48,4 @@ def test_alternating_blocks_keep_the_ratio_when_the_machine_slows_down(monkeypat
 
     assert alternating(work(2.0), work(1.0), blocks=30, calls=10) == pytest.approx(2.0)
     assert done[0] == 600
-    # timed one after the other instead, a's 300 calls before b's, the ratio would read 2 * 300 / (3 * 300) = 0.67
+    # timed one after the other instead, a's 300 calls before b's, it would read (200 * 2 + 100 * 6) / (300 * 3) = 1.11

@@ -8,9 +8,10 @@
         assert [s.name for s in tel.spans()] == ["checkout"]
         assert tel.log_lines()[0]["correlation_id"]
 
-Spans and log records are handed to the in-memory exporters synchronously, so they are there as soon as the code
-under test returns. ``reset()`` stops the running ``init()`` and clears OpenTelemetry's global providers, which
-the API otherwise lets a process set only once.
+Spans and log records are handed to the in-memory exporters synchronously (the background log writer is off
+unless ``log_background=True`` is passed), so they are there as soon as the code under test returns. ``reset()``
+stops the running ``init()`` and clears OpenTelemetry's global providers, which the API otherwise lets a process
+set only once.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def capture(service_name: str = "test-service", **overrides: Any) -> Iterator[Ca
     logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # untyped upstream
     stream = io.StringIO()
     settings: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
+    settings["log_background"] = False  # every line written and exported before the logging call returns
     settings.update(overrides)
     handle = main.init(
         service_name,

@@ -151,9 +151,10 @@ def test_a_shutdown_finishing_late_leaves_the_next_inits_log_handlers_alone(
         pass
     assert otel_kit.shutdown(100) is False  # the span is still on its way to the stuck collector
     later = io.StringIO()
-    otel_kit.init("second", traces_exporter="none", metrics_exporter="none", log_stream=later)
+    second = otel_kit.init("second", traces_exporter="none", metrics_exporter="none", log_stream=later)
     assert first.wait_stopped(30) is True  # the first init's shutdown gave up on the collector and ended
     logging.getLogger("app").warning("written after the first shutdown ended")
+    second.flush_log_lines()
     lines = [json.loads(line) for line in later.getvalue().splitlines()]
     # (the first shutdown's own report of its failed export may come first: it ended after the second init)
     assert [line["message"] for line in lines if line["logger"] == "app"] == ["written after the first shutdown ended"]

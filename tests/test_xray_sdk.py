@@ -158,7 +158,7 @@ def test_calls_outside_a_segment_and_bad_sampling_rules_do_not_break_the_service
         result = subprocess.run([sys.executable, "-c", CONTEXT_MISSING.replace("URL", repr(url + "/docs"))],
                                 env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "200"
+    assert "200" in result.stdout.splitlines()  # the script's print, among the log lines written at exit
     output = result.stdout + result.stderr
     assert "SegmentNotFoundException" not in output and "cannot find the current segment" not in output.lower()
     assert "OTEL_KIT_XRAY_SAMPLING_RULES=" in output and "X-Ray's default sampling is used" in output

@@ -184,6 +184,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", "OTEL_KIT_LOG_LEVEL", _choice(_LEVELS), "INFO", "root logger level"),
     Option("log_stdout", "OTEL_KIT_LOG_STDOUT", _bool, True, "JSON log lines on stdout"),
+    Option(
+        "log_background", "OTEL_KIT_LOG_BACKGROUND", _bool, True, "format and send log lines on a background thread"
+    ),
     Option("series_limit", "OTEL_KIT_METRIC_SERIES_LIMIT", _int_range(10, 1_000_000), 2000, "series per metric"),
     Option("shutdown_timeout_ms", "OTEL_KIT_SHUTDOWN_TIMEOUT_MS", _int_range(0, 600_000), 5000, "flush bound"),
     Option("disabled", "OTEL_SDK_DISABLED", _bool, False, "turn all telemetry off"),
@@ -213,6 +216,7 @@ class Settings:
     prometheus_port: int = 9464
     log_level: str = "INFO"
     log_stdout: bool = True
+    log_background: bool = True
     series_limit: int = 2000
     shutdown_timeout_ms: int = 5000
     disabled: bool = False

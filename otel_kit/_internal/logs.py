@@ -15,6 +15,9 @@ A log line's journey, top to bottom:
    export logged an error that was queued for the next export, which failed in turn, for as long as the outage
    lasted) and, at shutdown, answered every late record with another one. The failures are counted in
    ``otel_kit.export.failed`` either way.
+
+With ``OTEL_KIT_LOG_BACKGROUND`` on (the default) the filter runs on the caller's thread and steps 2 and 3 on the
+background writer's (``logwriter``).
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from pythonjsonlogger.json import JsonFormatter
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
+from otel_kit._internal.logwriter import BackgroundLogHandler
 from otel_kit._internal.redaction import Scrubber, scrub_record
 
 __all__ = [
     "JSON_FIELDS",
+    "BackgroundLogHandler",
     "TelemetryContextFilter",
     "build_logger_provider",
     "install_handlers",
@@ -264,7 +269,8 @@ def install_handlers(
     stream: IO[str] | None = None,
     scrubber: Scrubber | None = None,
 ) -> list[logging.Handler]:
-    """Configure the root logger: JSON lines on stdout and, when logs are exported, the OTLP handler.
+    """Configure the root logger: JSON lines on stdout and, when logs are exported, the OTLP handler, both behind
+    the background writer (``logwriter``) unless ``OTEL_KIT_LOG_BACKGROUND`` is off. Returns what is on the root.
 
     Plain stream handlers already on the root logger (as ``logging.basicConfig`` adds) are removed so lines are
     not written twice; other handlers (files, test capture) are left alone.
@@ -284,6 +290,9 @@ def install_handlers(
         handlers.append(_OtelKitOtlpHandler(logger_provider=provider))
     for handler in handlers:
         handler.addFilter(record_filter)
+    if settings.log_background and handlers:
+        handlers = [BackgroundLogHandler(handlers, record_filter)]
+    for handler in handlers:
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     return handlers
@@ -294,6 +303,8 @@ def remove_handlers(handlers: Sequence[logging.Handler] | None = None) -> None:
     a new ``init()`` all that an earlier one left."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        mine = isinstance(handler, (_OtelKitStreamHandler, _OtelKitOtlpHandler))
+        mine = isinstance(handler, (_OtelKitStreamHandler, _OtelKitOtlpHandler, BackgroundLogHandler))
         if mine and (handlers is None or handler in handlers):
             root.removeHandler(handler)
+            if isinstance(handler, BackgroundLogHandler):
+                handler.close()  # hands over what it still holds

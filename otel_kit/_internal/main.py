@@ -72,6 +72,7 @@ class Handle:
         """Export everything buffered now; True when every signal finished within the time."""
         timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
         done = True
+        self.flush_log_lines()  # first: the queued lines go to stdout and to the logger provider flushed below
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
             if provider is not None:
                 try:
@@ -80,6 +81,12 @@ class Handle:
                     _log.debug("force_flush failed", exc_info=True)
                     done = False
         return done
+
+    def flush_log_lines(self) -> None:
+        """Write and hand to the logger provider every log record the background writer still holds."""
+        for handler in self.log_handlers:
+            if isinstance(handler, logs.BackgroundLogHandler):
+                handler.flush()
 
     def shutdown(self, timeout_ms: int | None = None) -> bool:
         """Flush and stop, returning within ``timeout_ms`` (default ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``) in all cases.
@@ -254,6 +261,8 @@ def _build(
             "otel_kit.testing.reset())",
             taken,
         )
+    if problems or taken:
+        handle.flush_log_lines()  # a setting's warning is on stdout before the service goes on
     return handle
 
 

@@ -1,0 +1,176 @@
+"""The background log writer: the request thread queues a record, a thread of the toolkit formats and sends it.
+
+A JSON line on stdout and an OTLP log record cost a request thread tens of microseconds each, and a write to a
+stdout pipe nobody reads blocks it outright. With ``OTEL_KIT_LOG_BACKGROUND`` on (the default) the root logger
+gets one ``BackgroundLogHandler`` in front of the toolkit's stdout and OTLP handlers. On the calling thread it
+does only what has to happen there:
+
+- the toolkit's filter: secrets scrubbed, and ``trace_id``, ``span_id`` and ``correlation_id`` read from the
+  caller's context;
+- the message rendered with its arguments, so objects changed after the call do not change the line;
+- the caller's OpenTelemetry context captured, so the OTLP record carries the caller's span.
+
+Then it queues the record. A thread named ``otel-kit-logs`` hands the queued records to the handlers in order,
+every 0.2 s or as soon as 256 wait, and flushes stdout once per batch.
+
+Nothing is dropped:
+
+- a record at ERROR or above, or with an exception or a stack, is handled at once on the calling thread, after
+  everything queued before it, so the lines that explain a crash are out before the crash goes on;
+- a full queue (8,192 records) is emptied by the thread that finds it full: that caller waits, nothing is lost;
+- ``force_flush()``, ``shutdown()``, ``logging.shutdown()`` at exit and the end of a Lambda invocation empty
+  the queue. A forked child starts with an empty queue (its parent writes what it had queued).
+
+What can still be lost: lines queued in the last 0.2 s before the process is killed (SIGKILL, ``os._exit``)
+without shutting down. Set ``OTEL_KIT_LOG_BACKGROUND=false`` to have every record handled on its caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+
+from opentelemetry import context
+from opentelemetry.context import Context
+
+__all__ = ["BackgroundLogHandler"]
+
+_Entry = tuple[logging.LogRecord, Context]
+
+
+class BackgroundLogHandler(logging.Handler):
+    """Queue each record (after ``record_filter``) and hand it to ``handlers`` on a background thread."""
+
+    def __init__(
+        self,
+        handlers: Sequence[logging.Handler],
+        record_filter: logging.Filter,
+        *,
+        interval_s: float = 0.2,
+        batch: int = 256,
+        limit: int = 8192,
+    ) -> None:
+        super().__init__()
+        self.handlers = list(handlers)
+        self._filter = record_filter
+        self._interval_s = interval_s
+        self._batch = batch
+        self._limit = limit
+        self._closed = False
+        self._start_fresh()
+        method = weakref.WeakMethod(self._start_fresh)
+        os.register_at_fork(after_in_child=lambda: (fresh := method()) is not None and fresh())
+
+    def _start_fresh(self) -> None:
+        """A new, empty queue, its lock and its wake-up; the thread starts with the first queued record."""
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._wake = threading.Event()
+        # re-entrant: a handler that logs an ERROR while it handles a batch drains again on the same thread
+        self._drain_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Queue ``record``, or hand it over now (see the module docstring); never raises for a bad record."""
+        if not self._filter.filter(record):
+            return False
+        if record.args:  # the scrubbing filter has usually done this already
+            with contextlib.suppress(Exception):  # a bad format is left to the formatter, which reports it
+                record.msg, record.args = record.getMessage(), None
+        entry = (record, context.get_current())
+        queue = self._queue
+        if (
+            record.levelno >= logging.ERROR
+            or record.exc_info
+            or record.exc_text
+            or record.stack_info
+            or self._closed
+            or len(queue) >= self._limit
+        ):
+            self._drain(entry)
+            return True
+        queue.append(entry)
+        if self._thread is None:
+            self._start_thread()
+        if len(queue) >= self._batch:
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does the work; kept for the Handler interface
+        self.handle(record)
+
+    def flush(self) -> None:
+        """Hand every queued record to the handlers now, on this thread."""
+        self._drain()
+
+    def close(self) -> None:
+        """Hand over what is queued and stop the thread; later records are handled on their caller's thread."""
+        self._closed = True
+        self._drain()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(1.0, self._interval_s * 5))
+        super().close()
+
+    def _start_thread(self) -> None:
+        with self._drain_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-kit-logs", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self, last: _Entry | None = None) -> None:
+        with self._drain_lock:
+            queue = self._queue
+            batch = [queue.popleft() for _ in range(len(queue))]
+            if last is not None:
+                batch.append(last)
+            if batch:
+                self._deliver(batch)
+
+    def _deliver(self, batch: list[_Entry]) -> None:
+        streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]
+        for stream in streams:
+            stream.acquire()
+        try:
+            for record, ctx in batch:
+                token = context.attach(ctx)
+                try:
+                    for handler in self.handlers:
+                        if record.levelno >= handler.level:
+                            _handle_without_flush(handler, record)
+                finally:
+                    context.detach(token)
+        finally:
+            for stream in streams:
+                try:
+                    stream.flush()
+                finally:
+                    stream.release()
+
+
+def _handle_without_flush(handler: logging.Handler, record: logging.LogRecord) -> None:
+    """``handler.handle(record)``, but a stream handler writes without flushing: ``_deliver`` flushes each
+    stream once per batch."""
+    if not isinstance(handler, logging.StreamHandler):
+        handler.handle(record)
+        return
+    if not handler.filter(record):
+        return
+    try:
+        handler.stream.write(handler.format(record) + handler.terminator)
+    except RecursionError:
+        raise
+    except Exception:  # reported like the standard StreamHandler.emit reports it
+        handler.handleError(record)

@@ -1,0 +1,152 @@
+"""The background log writer: a log call queues its line, and nothing queued is lost, reordered or changed."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+
+import otel_kit
+from otel_kit import testing
+from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
+from otel_kit._internal.logwriter import BackgroundLogHandler
+
+_names = itertools.count()
+Writer = tuple[logging.Logger, BackgroundLogHandler, io.StringIO]
+
+
+def _messages(text: str) -> list[str]:
+    return [json.loads(line)["message"] for line in text.splitlines()]
+
+
+class _StalledStream(io.StringIO):
+    """Standard output that nobody reads for a while: ``write`` waits until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.go.wait(10)
+        return super().write(text)
+
+
+def test_by_default_a_log_call_returns_while_stdout_is_stalled_and_its_line_follows() -> None:
+    stream = _StalledStream()
+    testing.reset()
+    handle = otel_kit.init(
+        "stalled", traces_exporter="none", metrics_exporter="none", logs_exporter="none", log_stream=stream
+    )
+    try:
+        logging.getLogger("app").info("logged while stdout is stalled")
+        assert stream.getvalue() == ""  # returned before its line could be written
+        stream.go.set()
+        handle.force_flush()
+        assert _messages(stream.getvalue()) == ["logged while stdout is stalled"]
+    finally:
+        stream.go.set()
+        testing.reset()
+
+
+@pytest.fixture
+def writer() -> Iterator[Writer]:
+    """A logger behind a background writer whose thread never wakes by itself: only what the caller does runs."""
+    stream = io.StringIO()
+    record_filter = TelemetryContextFilter("writer-service")
+    stdout = logging.StreamHandler(stream)
+    stdout.setFormatter(json_formatter())
+    stdout.addFilter(record_filter)
+    handler = BackgroundLogHandler([stdout], record_filter, interval_s=3600, limit=4)
+    logger = logging.getLogger(f"writer.{next(_names)}")
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger, handler, stream
+    finally:
+        handler.close()
+
+
+def test_an_error_is_written_at_once_after_the_lines_queued_before_it(writer: Writer) -> None:
+    logger, _, stream = writer
+    logger.info("reserving stock")
+    assert stream.getvalue() == ""
+    logger.error("payment failed")
+    assert _messages(stream.getvalue()) == ["reserving stock", "payment failed"]
+    try:
+        raise ValueError("card declined")
+    except ValueError:
+        logger.warning("retrying", exc_info=True)  # a stack, at any level, is written at once too
+    assert json.loads(stream.getvalue().splitlines()[-1])["stack"].endswith("ValueError: card declined")
+
+
+def test_the_line_shows_the_arguments_as_they_were_at_the_call(writer: Writer) -> None:
+    logger, handler, stream = writer
+    items = ["book"]
+    logger.info("cart %s", items)
+    items.append("lamp")
+    handler.flush()
+    assert _messages(stream.getvalue()) == ["cart ['book']"]
+
+
+def test_a_full_queue_is_written_by_its_caller_and_no_line_is_lost(writer: Writer) -> None:
+    logger, handler, stream = writer
+    for n in range(10):
+        logger.info("line %d", n)
+    assert len(stream.getvalue().splitlines()) >= 6  # the queue (limit 4) never held more than 4 of the 10
+    handler.flush()
+    assert _messages(stream.getvalue()) == [f"line {n}" for n in range(10)]
+
+
+def test_the_exported_record_carries_the_span_it_was_logged_in() -> None:
+    with testing.capture(log_background=True) as tel:
+        with trace.get_tracer("test").start_as_current_span("checkout") as span:
+            logging.getLogger("app").info("in the span")
+        assert tel.log_records() == []  # still queued: the writer's thread exports it
+        tel.handle.force_flush()
+        (record,) = [r for r in tel.log_records() if r.log_record.body == "in the span"]
+        assert record.log_record.trace_id == span.get_span_context().trace_id
+        assert record.log_record.span_id == span.get_span_context().span_id
+        assert tel.log_lines()[-1]["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+def test_shutdown_writes_every_queued_line() -> None:
+    with testing.capture(log_background=True) as tel:
+        for n in range(3):
+            logging.getLogger("app").info("queued %d", n)
+        otel_kit.shutdown()
+        assert [line["message"] for line in tel.log_lines() if line["logger"] == "app"] == [
+            "queued 0",
+            "queued 1",
+            "queued 2",
+        ]
+
+
+def test_a_forked_child_does_not_write_its_parents_queued_lines_again(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    with out.open("a", buffering=1) as stream:
+        record_filter = TelemetryContextFilter("fork-service")
+        stdout = logging.StreamHandler(stream)
+        stdout.setFormatter(json_formatter())
+        stdout.addFilter(record_filter)
+        handler = BackgroundLogHandler([stdout], record_filter, interval_s=3600)
+        logger = logging.getLogger(f"writer.{next(_names)}")
+        logger.handlers, logger.propagate = [handler], False
+        logger.setLevel(logging.INFO)
+        logger.info("queued in the parent")
+        pid = os.fork()
+        if pid == 0:  # the child: log, write, and leave without running the parent's cleanup
+            logger.info("from the child")
+            handler.flush()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        handler.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(_messages(out.read_text())) == ["from the child", "queued in the parent"]

@@ -2,11 +2,12 @@
 
     python -m bench.request_overhead [--seconds 10] [--repetitions 5] [--smoke]
 
-The same FastAPI app runs three ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
-sampling); under ``opentelemetry-instrument`` with the same exporters. Both instrumented variants export over OTLP
-to the project's collector (accepting and discarding). wrk, in its own process, drives ``/work`` (2 ms of CPU)
-and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio is the median of the
-repetitions' own ratios.
+The same FastAPI app runs four ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
+sampling); with otel_kit writing its log lines on the request's thread (``OTEL_KIT_LOG_BACKGROUND=false``, what
+the background log writer saves); under ``opentelemetry-instrument`` with the same exporters. The instrumented
+variants export over OTLP to the project's collector (accepting and discarding). wrk, in its own process,
+drives ``/work`` (2 ms of CPU) and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio
+is the median of the repetitions' own ratios.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench.load import service, wrk
 from demo_services.stack.servers import Collector
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("bare", "otel_kit", "agent")
+VARIANTS = ("bare", "otel_kit", "otel_kit_caller_logs", "agent")
 ROUTES = ("/work", "/trivial")
 
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         urls = {
             "bare": stack.enter_context(service("bare", {}))[0],
             "otel_kit": stack.enter_context(service("kit", telemetry))[0],
+            "otel_kit_caller_logs": stack.enter_context(
+                service("kit", {**telemetry, "OTEL_KIT_LOG_BACKGROUND": "false"})
+            )[0],
             "agent": stack.enter_context(service("agent", agent))[0],
         }
         for url in urls.values():  # warm up: imports, first requests, connection pools
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for route, r in every.items():
         summary[route] = {}
-        for name in ("otel_kit", "agent"):
+        for name in VARIANTS[1:]:
             figures = {
                 "throughput_ratio": paired(r, name, "bare", "rps"),
                 "p50_ratio": paired(r, name, "bare", "p50_us"),

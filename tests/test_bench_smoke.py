@@ -35,8 +35,8 @@ def test_request_overhead_smoke(tmp_path: Path) -> None:
     request_overhead.main(["--smoke", "--out", str(tmp_path)])
     data = _output(tmp_path, "request_overhead")
     for route in ("/work", "/trivial"):
-        assert set(data["summary"][route]) == {"otel_kit", "agent"}  # type: ignore[index]
-        for variant in ("bare", "otel_kit", "agent"):
+        assert set(data["summary"][route]) == {"otel_kit", "otel_kit_caller_logs", "agent"}  # type: ignore[index]
+        for variant in ("bare", "otel_kit", "otel_kit_caller_logs", "agent"):
             assert data["medians"][route][variant]["rps"] > 0  # type: ignore[index]
             assert data["medians"][route][variant]["errors"] == 0  # type: ignore[index]
 

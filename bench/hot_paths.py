@@ -7,7 +7,8 @@ for the time per call) and, in a fresh process, times each compared pair in alte
 (``harness.alternating``) for the ratio. A session takes 4 s and its ratios swung from 0.6 to 2 when the machine
 was busy, the variants of a pair being timed seconds apart; alternating blocks, milliseconds apart, stay within a
 few percent. One ratio still comes from the sessions: otel_kit's histogram against the raw SDK's, which cannot
-share a process (``init()`` puts its series guard on every provider). A ratio is the median over the repetitions.
+share a process (``init()`` installs its series guard on the SDK's aggregation class, which every provider then
+passes through). A ratio is the median over the repetitions.
 """
 
 from __future__ import annotations

@@ -184,8 +184,9 @@ def test_span_otel_kit_no_scrub(benchmark: Any) -> None:
 def alternating_ratios(blocks: int, calls: int) -> dict[tuple[str, str], float]:
     """The ratios of ``hot_paths.RATIOS`` that can be timed in one process, each from alternating blocks of the
     two variants (``harness.alternating``), keyed by their (numerator, denominator) test names. Run in a fresh
-    process: it calls ``init()``. Not here: otel_kit's histogram against the raw SDK's, since ``init()`` puts its
-    series guard on every provider's aggregation; that ratio comes from the sessions, raw SDK first."""
+    process: it calls ``init()``. Not here: otel_kit's histogram against the raw SDK's, since ``init()`` installs
+    its series guard on the SDK's aggregation class, which every provider then passes through; that ratio comes
+    from the sessions, raw SDK first."""
     from bench.harness import alternating
 
     raw = _raw_provider()

@@ -66,6 +66,27 @@ def test_existing_series_keep_counting_after_the_limit_is_reached() -> None:
     assert all(points[str(n)] == (3 if n < 6 else 2) for n in range(9))
 
 
+def test_an_applications_own_meter_provider_keeps_every_series_beside_the_toolkits() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    own_reader = InMemoryMetricReader()
+    own = MeterProvider(metric_readers=[own_reader])
+    with testing.capture("svc", series_limit=10) as tel:
+        for name, meter in (("kit", metrics.get_meter("shop")), ("own", own.get_meter("shop"))):
+            counter = meter.create_counter(f"shop.{name}.visits")
+            for user in range(50):
+                counter.add(1, {"user.id": str(user)})
+        kit_points = list(tel.metrics()["shop.kit.visits"].data.data_points)
+    data = own_reader.get_metrics_data()
+    assert data is not None
+    (own_metric,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    own_points = list(own_metric.data.data_points)
+    own.shutdown()
+    assert len(kit_points) == 10  # the toolkit's limit
+    assert len(own_points) == 50 and not any(OVERFLOW_ATTRIBUTE in p.attributes for p in own_points)
+
+
 @pytest.mark.e2e
 def test_prometheus_endpoint_serves_metrics_for_scraping() -> None:
     port = free_port()

@@ -8,6 +8,8 @@ Two layers keep the number of series bounded:
    so ``_guard_series`` adds the one the OpenTelemetry specification describes: once a metric holds
    ``limit - 1`` series, measurements for new attribute sets go to one series marked
    ``otel.metric.overflow=true``, and each such measurement is counted in ``otel_kit.metric.series_overflow``.
+   The limit holds for the toolkit's providers only: any other ``MeterProvider`` in the process (an
+   application's own, a library's) aggregates as the SDK does.
 """
 
 from __future__ import annotations
@@ -76,16 +78,28 @@ def default_views() -> list[View]:
 
 # --- per-metric series limit ---------------------------------------------------------------------------------
 
-_series_limit = 2000
 _guard_lock = threading.Lock()
 _original_consume: Callable[..., None] | None = None
+# set on a toolkit provider's measurement consumer, which every instrument and aggregation of it reaches
+_LIMIT_ATTRIBUTE = "_otel_kit_series_limit"
 
 
-def _guard_series(limit: int) -> None:
-    """Install (once) the series limit on the SDK's per-view aggregation; later calls only change the limit."""
-    global _series_limit, _original_consume
+def _series_limit_of(match: Any) -> int:
+    """The series limit of the provider an SDK per-view aggregation belongs to, 0 for none; kept on the
+    aggregation after the first look (SDK 1.45 internals, covered by tests)."""
+    try:
+        limit: int = match._otel_kit_limit
+    except AttributeError:
+        consumer = getattr(match._instrument, "_measurement_consumer", None)
+        limit = match._otel_kit_limit = getattr(consumer, _LIMIT_ATTRIBUTE, 0)
+    return limit
+
+
+def _guard_series(provider: MeterProvider, limit: int) -> None:
+    """Give ``provider`` the series limit, installing (once) the check on the SDK's per-view aggregation."""
+    global _original_consume
+    setattr(provider._measurement_consumer, _LIMIT_ATTRIBUTE, limit)
     with _guard_lock:
-        _series_limit = limit
         if _original_consume is not None:
             return
         original = _vim._ViewInstrumentMatch.consume_measurement
@@ -94,7 +108,8 @@ def _guard_series(limit: int) -> None:
         @functools.wraps(original)
         def consume_measurement(self: Any, measurement: Any, should_sample_exemplar: bool = True) -> None:
             series = self._attributes_aggregation
-            if len(series) >= _series_limit - 1:
+            limit = _series_limit_of(self)
+            if limit and len(series) >= limit - 1:
                 attributes = dict(measurement.attributes or {})
                 keys = self._view._attribute_keys
                 if keys is not None:
@@ -141,7 +156,6 @@ def build_meter_provider(
 
     A Prometheus port that cannot be bound is appended to ``problems`` (and the endpoint left off), not raised.
     """
-    _guard_series(settings.series_limit)
     readers: list[MetricReader] = []
     endpoint: PrometheusEndpoint | None = None
     for name in settings.metrics_exporter:
@@ -172,4 +186,5 @@ def build_meter_provider(
     readers.extend(extra_readers)
     # the toolkit's own exit hook stops it, within OTEL_KIT_SHUTDOWN_TIMEOUT_MS
     provider = MeterProvider(resource=resource, metric_readers=readers, views=default_views(), shutdown_on_exit=False)
+    _guard_series(provider, settings.series_limit)
     return provider, endpoint

@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from opentelemetry import baggage, context, trace
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.metrics import MeterProvider
@@ -46,6 +45,7 @@ from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
 from otel_kit._internal.logwriter import BackgroundLogHandler
 from otel_kit._internal.redaction import Scrubber, scrub_record
+from otel_kit._internal.tracing import plain_attributes
 
 __all__ = [
     "JSON_FIELDS",
@@ -228,9 +228,7 @@ class _LeanBatchLogRecordProcessor(BatchLogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = copy.copy(log_record.log_record)
         record.context = _NO_CONTEXT
-        attributes = record.attributes
-        if isinstance(attributes, BoundedAttributes) and not attributes.dropped:
-            record.attributes = attributes._dict
+        record.attributes = plain_attributes(record.attributes)
         resource = log_record.resource if log_record.resource is not None else Resource.create({})
         readable = ReadableLogRecord(record, resource, log_record.instrumentation_scope, log_record.limits)
         self._batch_processor.emit(readable)

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import baggage, context
 from opentelemetry.attributes import BoundedAttributes
@@ -177,15 +178,21 @@ def _slim(span: ReadableSpan) -> None:
     """
     # written out, and reading the deques without the lists' locks (nothing is added to an ended span): this runs
     # on every span, and a loop over the names with getattr and setattr cost a tenth of the span itself
-    attributes = span._attributes
-    if type(attributes) is BoundedAttributes and not attributes.dropped:
-        span._attributes = attributes._dict
+    span._attributes = plain_attributes(span._attributes)
     events = span._events
     if type(events) is BoundedList and not events.dropped:
         span._events = tuple(events._dq)  # type: ignore[attr-defined]  # untyped in the SDK
     links = span._links
     if type(links) is BoundedList and not links.dropped:
         span._links = tuple(links._dq)  # type: ignore[attr-defined]
+
+
+def plain_attributes(attributes: Any) -> Any:
+    """The plain dict inside ``BoundedAttributes`` when its limit dropped nothing (the dropped count lives only in
+    the bounded container), else ``attributes`` itself: for what waits in a batch queue (spans, log records)."""
+    if type(attributes) is BoundedAttributes and not attributes.dropped:
+        return attributes._dict
+    return attributes
 
 
 def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:

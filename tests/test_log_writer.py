@@ -56,6 +56,19 @@ def test_by_default_a_log_call_returns_while_stdout_is_stalled_and_its_line_foll
         testing.reset()
 
 
+def test_a_bad_settings_warning_is_on_stdout_when_init_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "seven")
+    stream = io.StringIO()
+    testing.reset()
+    try:
+        quiet = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
+        otel_kit.init("misconfigured", **quiet, log_stream=stream)
+        (warning,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert warning["level"] == "WARNING" and "OTEL_TRACES_SAMPLER_ARG" in warning["message"]
+    finally:
+        testing.reset()
+
+
 @pytest.fixture
 def writer() -> Iterator[Writer]:
     """A logger behind a background writer whose thread never wakes by itself: only what the caller does runs."""

@@ -15,6 +15,7 @@ import pytest
 from opentelemetry import trace
 
 import otel_kit
+from demo_services.stack.servers import wait_until
 from otel_kit import testing
 from otel_kit._internal.logs import TelemetryContextFilter, json_formatter
 from otel_kit._internal.logwriter import BackgroundLogHandler
@@ -163,3 +164,54 @@ def test_a_forked_child_does_not_write_its_parents_queued_lines_again(tmp_path: 
         handler.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(_messages(out.read_text())) == ["from the child", "queued in the parent"]
+
+
+class _FailingOnce(logging.Filter):
+    """A handler's filter that raises the first time, as a faulty third-party handler might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a handler broke")
+        return True
+
+
+class _BrokenPipeOnce(io.StringIO):
+    """Standard output whose reader went away once: the first flush raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    def flush(self) -> None:
+        if self.broken:
+            self.broken = False
+            raise BrokenPipeError("stdout closed")
+        super().flush()
+
+
+def test_a_broken_stdout_or_handler_is_reported_and_the_writer_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = _BrokenPipeOnce()
+    record_filter = TelemetryContextFilter("writer-service")
+    stdout = logging.StreamHandler(stream)
+    stdout.setFormatter(json_formatter())
+    faulty = logging.StreamHandler(io.StringIO())
+    faulty.addFilter(_FailingOnce())
+    handler = BackgroundLogHandler([stdout, faulty], record_filter, interval_s=0.01)
+    logger = logging.getLogger(f"writer.{next(_names)}")
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("before the failures")
+        wait_until(lambda: not stream.broken, 10, "the writer's first batch")
+        logger.info("after the failures")  # written by the writer's thread, which survived both
+        wait_until(lambda: "after the failures" in stream.getvalue(), 10, "the line after the failures")
+    finally:
+        handler.close()
+    assert _messages(stream.getvalue()) == ["before the failures", "after the failures"]
+    reported = capsys.readouterr().err
+    assert "BrokenPipeError: stdout closed" in reported and "RuntimeError: a handler broke" in reported

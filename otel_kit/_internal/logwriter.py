@@ -21,6 +21,9 @@ Nothing is dropped:
 - ``force_flush()``, ``shutdown()``, ``logging.shutdown()`` at exit and the end of a Lambda invocation empty
   the queue. A forked child starts with an empty queue (its parent writes what it had queued).
 
+A stdout that fails (a closed pipe) or a handler that raises is reported on stderr, as ``logging`` reports
+it, and the writer goes on with the next records.
+
 What can still be lost: lines queued in the last 0.2 s before the process is killed (SIGKILL, ``os._exit``)
 without shutting down. Set ``OTEL_KIT_LOG_BACKGROUND=false`` to have every record handled on its caller's
 thread.
@@ -32,7 +35,9 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Sequence
 
@@ -128,7 +133,10 @@ class BackgroundLogHandler(logging.Handler):
         while not self._closed:
             self._wake.wait(self._interval_s)
             self._wake.clear()
-            self._drain()
+            try:
+                self._drain()
+            except Exception:  # a handler failing outside its own error handling must not stop the writer
+                traceback.print_exc(file=sys.stderr)
 
     def _drain(self, last: _Entry | None = None) -> None:
         with self._drain_lock:
@@ -156,6 +164,8 @@ class BackgroundLogHandler(logging.Handler):
             for stream in streams:
                 try:
                     stream.flush()
+                except Exception:  # a closed or broken stdout: reported as StreamHandler.emit reports it
+                    stream.handleError(batch[-1][0])
                 finally:
                     stream.release()
 

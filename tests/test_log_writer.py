@@ -201,17 +201,21 @@ def test_a_broken_stdout_or_handler_is_reported_and_the_writer_goes_on(capsys: p
     stdout.setFormatter(json_formatter())
     faulty = logging.StreamHandler(io.StringIO())
     faulty.addFilter(_FailingOnce())
-    handler = BackgroundLogHandler([stdout, faulty], record_filter, interval_s=0.01)
+    # the thread wakes only when two records wait: each batch is exactly the two lines logged together
+    handler = BackgroundLogHandler([stdout, faulty], record_filter, interval_s=3600, batch=2)
     logger = logging.getLogger(f"writer.{next(_names)}")
     logger.handlers, logger.propagate = [handler], False
     logger.setLevel(logging.INFO)
+    expected = ["first batch, first line", "first batch, second line", "second batch", "second batch, too"]
     try:
-        logger.info("before the failures")
+        for message in expected[:2]:
+            logger.info(message)
         wait_until(lambda: not stream.broken, 10, "the writer's first batch")
-        logger.info("after the failures")  # written by the writer's thread, which survived both
-        wait_until(lambda: "after the failures" in stream.getvalue(), 10, "the line after the failures")
+        for message in expected[2:]:
+            logger.info(message)  # written by the writer's thread, which survived both failures
+        wait_until(lambda: "second batch, too" in stream.getvalue(), 10, "the second batch")
     finally:
         handler.close()
-    assert _messages(stream.getvalue()) == ["before the failures", "after the failures"]
+    assert _messages(stream.getvalue()) == expected
     reported = capsys.readouterr().err
     assert "BrokenPipeError: stdout closed" in reported and "RuntimeError: a handler broke" in reported

@@ -135,7 +135,7 @@ class BackgroundLogHandler(logging.Handler):
             self._wake.clear()
             try:
                 self._drain()
-            except Exception:  # a handler failing outside its own error handling must not stop the writer
+            except Exception:  # whatever it is, it must not stop the writer
                 traceback.print_exc(file=sys.stderr)
 
     def _drain(self, last: _Entry | None = None) -> None:
@@ -157,7 +157,12 @@ class BackgroundLogHandler(logging.Handler):
                 try:
                     for handler in self.handlers:
                         if record.levelno >= handler.level:
-                            _handle_without_flush(handler, record)
+                            try:
+                                _handle_without_flush(handler, record)
+                            except RecursionError:  # as the standard handlers do: not reported, re-raised
+                                raise
+                            except Exception:  # reported as logging reports it; the batch goes on
+                                handler.handleError(record)
                 finally:
                     context.detach(token)
         finally:
@@ -176,11 +181,5 @@ def _handle_without_flush(handler: logging.Handler, record: logging.LogRecord) -
     if not isinstance(handler, logging.StreamHandler):
         handler.handle(record)
         return
-    if not handler.filter(record):
-        return
-    try:
+    if handler.filter(record):
         handler.stream.write(handler.format(record) + handler.terminator)
-    except RecursionError:
-        raise
-    except Exception:  # reported like the standard StreamHandler.emit reports it
-        handler.handleError(record)

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from opentelemetry import trace
@@ -70,18 +71,27 @@ def test_a_bad_settings_warning_is_on_stdout_when_init_returns(monkeypatch: pyte
         testing.reset()
 
 
-@pytest.fixture
-def writer() -> Iterator[Writer]:
-    """A logger behind a background writer whose thread never wakes by itself: only what the caller does runs."""
-    stream = io.StringIO()
+def _behind_writer(
+    stream: IO[str], *more: logging.Handler, **options: Any
+) -> tuple[logging.Logger, BackgroundLogHandler]:
+    """A logger of its own whose JSON lines go to ``stream`` (and its records to ``more`` handlers) through a
+    background writer; unless ``options`` say otherwise, its thread never wakes by itself."""
     record_filter = TelemetryContextFilter("writer-service")
     stdout = logging.StreamHandler(stream)
     stdout.setFormatter(json_formatter())
     stdout.addFilter(record_filter)
-    handler = BackgroundLogHandler([stdout], record_filter, interval_s=3600, limit=4)
+    handler = BackgroundLogHandler([stdout, *more], record_filter, **{"interval_s": 3600, **options})
     logger = logging.getLogger(f"writer.{next(_names)}")
     logger.handlers, logger.propagate = [handler], False
     logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+@pytest.fixture
+def writer() -> Iterator[Writer]:
+    """A logger behind a background writer whose thread never wakes by itself: only what the caller does runs."""
+    stream = io.StringIO()
+    logger, handler = _behind_writer(stream, limit=4)
     try:
         yield logger, handler, stream
     finally:
@@ -146,14 +156,7 @@ def test_shutdown_writes_every_queued_line() -> None:
 def test_a_forked_child_does_not_write_its_parents_queued_lines_again(tmp_path: Path) -> None:
     out = tmp_path / "out.log"
     with out.open("a", buffering=1) as stream:
-        record_filter = TelemetryContextFilter("fork-service")
-        stdout = logging.StreamHandler(stream)
-        stdout.setFormatter(json_formatter())
-        stdout.addFilter(record_filter)
-        handler = BackgroundLogHandler([stdout], record_filter, interval_s=3600)
-        logger = logging.getLogger(f"writer.{next(_names)}")
-        logger.handlers, logger.propagate = [handler], False
-        logger.setLevel(logging.INFO)
+        logger, handler = _behind_writer(stream)
         logger.info("queued in the parent")
         pid = os.fork()
         if pid == 0:  # the child: log, write, and leave without running the parent's cleanup
@@ -196,16 +199,10 @@ class _BrokenPipeOnce(io.StringIO):
 
 def test_a_broken_stdout_or_handler_is_reported_and_the_writer_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
     stream = _BrokenPipeOnce()
-    record_filter = TelemetryContextFilter("writer-service")
-    stdout = logging.StreamHandler(stream)
-    stdout.setFormatter(json_formatter())
     faulty = logging.StreamHandler(io.StringIO())
     faulty.addFilter(_FailingOnce())
     # the thread wakes only when two records wait: each batch is exactly the two lines logged together
-    handler = BackgroundLogHandler([stdout, faulty], record_filter, interval_s=3600, batch=2)
-    logger = logging.getLogger(f"writer.{next(_names)}")
-    logger.handlers, logger.propagate = [handler], False
-    logger.setLevel(logging.INFO)
+    logger, handler = _behind_writer(stream, faulty, batch=2)
     expected = ["first batch, first line", "first batch, second line", "second batch", "second batch, too"]
     try:
         for message in expected[:2]:

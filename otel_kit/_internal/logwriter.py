@@ -63,6 +63,7 @@ class BackgroundLogHandler(logging.Handler):
     ) -> None:
         super().__init__()
         self.handlers = list(handlers)
+        self._streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]  # flushed per batch
         self._filter = record_filter
         self._interval_s = interval_s
         self._batch = batch
@@ -148,8 +149,7 @@ class BackgroundLogHandler(logging.Handler):
                 self._deliver(batch)
 
     def _deliver(self, batch: list[_Entry]) -> None:
-        streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]
-        for stream in streams:
+        for stream in self._streams:
             stream.acquire()
         try:
             for record, ctx in batch:
@@ -166,7 +166,7 @@ class BackgroundLogHandler(logging.Handler):
                 finally:
                     context.detach(token)
         finally:
-            for stream in streams:
+            for stream in self._streams:
                 try:
                     stream.flush()
                 except Exception:  # a closed or broken stdout: reported as StreamHandler.emit reports it

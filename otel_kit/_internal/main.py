@@ -231,7 +231,7 @@ def _build(
     service = str(resource.attributes.get("service.name", "unknown_service"))
     handle = Handle(settings=settings, problems=problems, service_name=service)
 
-    taken = ""
+    taken: list[str] = []
     if not settings.disabled:
         handle.meter_provider, handle.prometheus = build_meter_provider(settings, resource, metric_readers, problems)
         metrics_api.set_meter_provider(handle.meter_provider)
@@ -254,22 +254,23 @@ def _build(
     for problem in problems:
         _log.warning(problem.message(), extra={"variable": problem.variable})
     if taken:
+        several = len(taken) > 1
+        refused = f"{', '.join(taken[:-1])} and {taken[-1]} providers were" if several else f"{taken[0]} provider was"
         _log.warning(
             "OpenTelemetry's global %s set before this init() (by an init() since shut down, or by other code "
             "such as opentelemetry-instrument) and a process can set each only once: what the OpenTelemetry API "
             "records goes there, not to this init()'s exporters; restart the process to change it (in tests: "
             "otel_kit.testing.reset())",
-            taken,
+            refused,
         )
     if problems or taken:
         handle.flush_log_lines()  # a setting's warning is on stdout before the service goes on
     return handle
 
 
-def _providers_set_before(handle: Handle) -> str:
-    """Which of ``handle``'s providers OpenTelemetry refused as the global one ("tracer and meter providers were"),
-    or "" when it took them all."""
-    refused = [
+def _providers_set_before(handle: Handle) -> list[str]:
+    """Which of ``handle``'s providers OpenTelemetry refused as the global one: "tracer", "meter", "logger"."""
+    return [
         name
         for name, global_provider, ours in (
             ("tracer", trace_api.get_tracer_provider(), handle.tracer_provider),
@@ -278,9 +279,6 @@ def _providers_set_before(handle: Handle) -> str:
         )
         if ours is not None and global_provider is not ours
     ]
-    if len(refused) > 1:
-        return ", ".join(refused[:-1]) + " and " + refused[-1] + " providers were"
-    return f"{refused[0]} provider was" if refused else ""
 
 
 def _flush_at_multiprocessing_exit() -> None:

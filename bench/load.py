@@ -61,7 +61,22 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User plus system CPU time a process (or its thread ``tid``) has used so far."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_with_cpu(url: str, seconds: float, pid: int) -> dict[str, float]:
+    """``wrk`` and the CPU the service process ``pid`` spent per request meanwhile: in all, and on its main thread
+    (the one that serves requests in a single-process asyncio server; the rest is its background threads)."""
+    total = cpu_seconds(pid)
+    main = cpu_seconds(pid, pid)  # the main thread's id is the process id; read inside the process's window
+    result = wrk(url, seconds)
+    main = cpu_seconds(pid, pid) - main
+    total = cpu_seconds(pid) - total
+    per_request = 1e6 / max(result["requests"], 1)
+    result["cpu_us_per_request"] = total * per_request
+    result["main_thread_cpu_us_per_request"] = main * per_request
+    return result

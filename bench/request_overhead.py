@@ -2,12 +2,14 @@
 
     python -m bench.request_overhead [--seconds 10] [--repetitions 5] [--smoke]
 
-The same FastAPI app runs four ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
+The same FastAPI app runs five ways, side by side: bare; with otel_kit (traces, metrics and logs on, 100%
 sampling); with otel_kit writing its log lines on the request's thread (``OTEL_KIT_LOG_BACKGROUND=false``, what
-the background log writer saves); under ``opentelemetry-instrument`` with the same exporters. The instrumented
-variants export over OTLP to the project's collector (accepting and discarding). wrk, in its own process,
-drives ``/work`` (2 ms of CPU) and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio
-is the median of the repetitions' own ratios.
+the background log writer saves); with otel_kit's traces and metrics only (no log line leaves the process: what
+the log pipeline costs); under ``opentelemetry-instrument`` with the same exporters. The instrumented variants
+export over OTLP to the project's collector (accepting and discarding). wrk, in its own process, drives
+``/work`` (2 ms of CPU) and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio is the
+median of the repetitions' own ratios. Each run also reads the service's CPU time per request, in all and on its
+main thread (the one serving requests; the rest is background threads: the log writer, the export threads).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import arguments, bar_plot, interleaved, medians, paired, save, spread
-from bench.load import service, wrk
+from bench.load import service, wrk, wrk_with_cpu
 from demo_services.stack.servers import Collector
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("bare", "otel_kit", "otel_kit_caller_logs", "agent")
+VARIANTS = ("bare", "otel_kit", "otel_kit_caller_logs", "otel_kit_no_logs", "agent")
 ROUTES = ("/work", "/trivial")
 
 
@@ -45,19 +47,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
             "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
         }
-        urls = {
-            "bare": stack.enter_context(service("bare", {}))[0],
-            "otel_kit": stack.enter_context(service("kit", telemetry))[0],
+        no_logs = {**telemetry, "OTEL_KIT_LOG_STDOUT": "false", "OTEL_LOGS_EXPORTER": "none"}
+        services = {
+            "bare": stack.enter_context(service("bare", {})),
+            "otel_kit": stack.enter_context(service("kit", telemetry)),
             "otel_kit_caller_logs": stack.enter_context(
                 service("kit", {**telemetry, "OTEL_KIT_LOG_BACKGROUND": "false"})
-            )[0],
-            "agent": stack.enter_context(service("agent", agent))[0],
+            ),
+            "otel_kit_no_logs": stack.enter_context(service("kit", no_logs)),
+            "agent": stack.enter_context(service("agent", agent)),
         }
-        for url in urls.values():  # warm up: imports, first requests, connection pools
+        for url, _ in services.values():  # warm up: imports, first requests, connection pools
             wrk(url + "/trivial", 1)
         every = {}
         for route in ROUTES:
-            variants = {name: (lambda u=url + route: wrk(u, seconds)) for name, url in urls.items()}
+            variants = {
+                name: (lambda u=url + route, pid=proc.proc.pid: wrk_with_cpu(u, seconds, pid))
+                for name, (url, proc) in services.items()
+            }
             every[route] = interleaved(variants, reps, f"request overhead {route}")
     runs = {route: medians(r) for route, r in every.items()}
 
@@ -96,6 +103,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{route} {name}: throughput x{r['throughput_ratio']:.2f} "
                 f"({spread(r['per_repetition']['throughput_ratio'])} repetitions), p50 x{r['p50_ratio']:.2f}, "
                 f"p99 x{r['p99_ratio']:.2f}, {r['us_added_per_request']:+.0f} us/request"
+            )
+        for name in VARIANTS:
+            m = runs[route][name]
+            print(
+                f"{route} {name}: CPU {m['cpu_us_per_request']:.0f} us/request, "
+                f"{m['main_thread_cpu_us_per_request']:.0f} us of it on the main thread"
             )
     for goal, met in goals.items():
         print(f"goal: {goal}: {'met' if met else 'NOT met'}")

@@ -24,6 +24,8 @@ def test_hot_paths_smoke(tmp_path: Path) -> None:
     data = _output(tmp_path, "hot_paths")
     assert set(data["ratios"]) == {name for name, *_ in hot_paths.RATIOS}  # type: ignore[arg-type]
     assert all(r["ratio"] > 0 for r in data["ratios"].values())  # type: ignore[attr-defined]
+    timed = {variant for _, a, b, _ in hot_paths.RATIOS for variant in (a, b)}
+    assert timed <= set(data["session_median_ns"])  # type: ignore[arg-type]
     methods = {name: r["method"] for name, r in data["ratios"].items()}  # type: ignore[attr-defined]
     assert methods.pop("histogram: otel_kit / raw SDK") == "pytest-benchmark sessions"
     assert set(methods.values()) == {"alternating blocks"}
@@ -35,10 +37,13 @@ def test_request_overhead_smoke(tmp_path: Path) -> None:
     request_overhead.main(["--smoke", "--out", str(tmp_path)])
     data = _output(tmp_path, "request_overhead")
     for route in ("/work", "/trivial"):
-        assert set(data["summary"][route]) == {"otel_kit", "otel_kit_caller_logs", "agent"}  # type: ignore[index]
-        for variant in ("bare", "otel_kit", "otel_kit_caller_logs", "agent"):
-            assert data["medians"][route][variant]["rps"] > 0  # type: ignore[index]
-            assert data["medians"][route][variant]["errors"] == 0  # type: ignore[index]
+        instrumented = {"otel_kit", "otel_kit_caller_logs", "otel_kit_no_logs", "agent"}
+        assert set(data["summary"][route]) == instrumented  # type: ignore[index]
+        for variant in ("bare", *instrumented):
+            run = data["medians"][route][variant]  # type: ignore[index]
+            assert run["rps"] > 0 and run["errors"] == 0
+            # the service's CPU per request, of which its main thread's is a part
+            assert 0 < run["main_thread_cpu_us_per_request"] <= run["cpu_us_per_request"]
 
 
 def test_outage_isolation_smoke(tmp_path: Path) -> None:

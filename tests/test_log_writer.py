@@ -169,6 +169,15 @@ def test_a_forked_child_does_not_write_its_parents_queued_lines_again(tmp_path: 
     assert sorted(_messages(out.read_text())) == ["from the child", "queued in the parent"]
 
 
+def test_writers_share_one_fork_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork hook cannot be removed: a process calling init() again and again must not pile one up per writer."""
+    registered: list[object] = []
+    monkeypatch.setattr(os, "register_at_fork", lambda **hooks: registered.append(hooks))
+    for _ in range(3):
+        _behind_writer(io.StringIO())[1].close()
+    assert registered == []
+
+
 class _FailingOnce(logging.Filter):
     """A handler's filter that raises the first time, as a faulty third-party handler might."""
 

@@ -70,8 +70,7 @@ class BackgroundLogHandler(logging.Handler):
         self._limit = limit
         self._closed = False
         self._start_fresh()
-        method = weakref.WeakMethod(self._start_fresh)
-        os.register_at_fork(after_in_child=lambda: (fresh := method()) is not None and fresh())
+        _WRITERS.add(self)
 
     def _start_fresh(self) -> None:
         """A new, empty queue, its lock and its wake-up; the thread starts with the first queued record."""
@@ -173,6 +172,20 @@ class BackgroundLogHandler(logging.Handler):
                     stream.handleError(batch[-1][0])
                 finally:
                     stream.release()
+
+
+# Every writer of the process, so that one fork hook, registered once, gives each a fresh queue in a forked child
+# (hooks cannot be removed: one per writer would pile up in a process that calls init() many times).
+_WRITERS: weakref.WeakSet[BackgroundLogHandler] = weakref.WeakSet()
+
+
+def _start_fresh_after_fork() -> None:
+    for writer in list(_WRITERS):
+        writer._start_fresh()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_start_fresh_after_fork)
 
 
 def _handle_without_flush(handler: logging.Handler, record: logging.LogRecord) -> None:

@@ -173,17 +173,25 @@ def test_gateway_refuses_without_a_key_rate_limits_and_validates(shop: ShopStack
 
 
 def test_payment_retries_use_one_idempotency_key(shop: ShopStack) -> None:
-    """A replayed charge with the same key is answered from the first result, never charged twice."""
+    """A charge the provider failed (503) is not remembered, so its retry with the same key charges; a replay after
+    that is answered from the stored result, never charged twice. The provider's transient failures (4 % at random)
+    are forced on, then off, so that each path runs every time."""
     order_id = f"idem-{uuid.uuid4().hex[:8]}"
     body = {"order_id": order_id, "amount": 10.0, "card": "tok_visa"}
     headers = {"Idempotency-Key": f"order-{order_id}"}
-    first = httpx.post(f"{shop.urls['payments']}/charges", json=body, headers=headers, timeout=10)
-    again = httpx.post(f"{shop.urls['payments']}/charges", json=body, headers=headers, timeout=10)
-    if first.status_code == 503:  # the provider's transient failure; the retry then charges
-        assert again.status_code == 201
-    else:
-        assert first.status_code == again.status_code == 201
-        assert first.json()["provider_ref"] == again.json()["provider_ref"]
+    charges, faults = f"{shop.urls['payments']}/charges", f"{shop.urls['payments']}/admin/faults"
+    before = httpx.get(faults, timeout=10).json()["failure_rate"]
+    try:
+        httpx.put(faults, json={"failure_rate": 1}, timeout=10).raise_for_status()
+        failed = httpx.post(charges, json=body, headers=headers, timeout=10)
+        httpx.put(faults, json={"failure_rate": 0}, timeout=10).raise_for_status()
+        charged = httpx.post(charges, json=body, headers=headers, timeout=10)
+        replayed = httpx.post(charges, json=body, headers=headers, timeout=10)
+    finally:
+        httpx.put(faults, json={"failure_rate": before}, timeout=10).raise_for_status()
+    assert failed.status_code == 503
+    assert charged.status_code == replayed.status_code == 201
+    assert charged.json()["provider_ref"] == replayed.json()["provider_ref"]
 
 
 def test_orders_complete_during_a_broker_outage_and_their_events_follow(shop: ShopStack) -> None:

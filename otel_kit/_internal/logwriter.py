@@ -49,6 +49,20 @@ __all__ = ["BackgroundLogHandler"]
 _Entry = tuple[logging.LogRecord, Context]
 
 
+# Every writer of the process, so that one fork hook, registered once, gives each a fresh queue in a forked child
+# (hooks cannot be removed: one per writer would pile up in a process that calls init() many times).
+_WRITERS: weakref.WeakSet[BackgroundLogHandler] = weakref.WeakSet()
+
+
+def _start_fresh_after_fork() -> None:
+    for writer in list(_WRITERS):
+        writer._start_fresh()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_start_fresh_after_fork)
+
+
 class BackgroundLogHandler(logging.Handler):
     """Queue each record (after ``record_filter``) and hand it to ``handlers`` on a background thread."""
 
@@ -172,20 +186,6 @@ class BackgroundLogHandler(logging.Handler):
                     stream.handleError(batch[-1][0])
                 finally:
                     stream.release()
-
-
-# Every writer of the process, so that one fork hook, registered once, gives each a fresh queue in a forked child
-# (hooks cannot be removed: one per writer would pile up in a process that calls init() many times).
-_WRITERS: weakref.WeakSet[BackgroundLogHandler] = weakref.WeakSet()
-
-
-def _start_fresh_after_fork() -> None:
-    for writer in list(_WRITERS):
-        writer._start_fresh()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_start_fresh_after_fork)
 
 
 def _handle_without_flush(handler: logging.Handler, record: logging.LogRecord) -> None:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
+import warnings
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from google.protobuf.json_format import MessageToDict
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.sdk._logs import Logger as SDKLogger
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import format_span_id, format_trace_id
 
 import otel_kit
 from otel_kit import testing
+from otel_kit._internal import encoding, logs
 from otel_kit._internal.logs import JSON_FIELDS, json_formatter
 
 log = logging.getLogger("app")
@@ -115,6 +125,93 @@ def test_log_records_are_also_exported_over_otlp_with_trace_context(tel: testing
     assert record.resource.attributes["service.name"] == "test-service"
     # what the record carries in its own fields or its resource is not repeated, nor are the toolkit's markers
     assert set(record.log_record.attributes) == {"correlation_id"}
+
+
+def _otlp_handler(*extra: LogRecordProcessor) -> tuple[logs._OtelKitOtlpHandler, InMemoryLogRecordExporter]:
+    """The toolkit's OTLP handler on a provider with the toolkit's batch processor, then ``extra`` processors."""
+    provider = LoggerProvider(
+        resource=Resource.create({"service.name": "shapes"}),
+        shutdown_on_exit=False,
+        log_record_limits=LogRecordLimits(max_attributes=6, max_attribute_length=20),
+    )
+    exported = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # untyped upstream
+    provider.add_log_record_processor(logs._LeanBatchLogRecordProcessor(exported))
+    for processor in extra:
+        provider.add_log_record_processor(processor)
+    return logs._OtelKitOtlpHandler(provider), exported
+
+
+def _exported(handler: logs._OtelKitOtlpHandler, exporter: InMemoryLogRecordExporter) -> list[dict[str, Any]]:
+    handler._logger_provider.force_flush()  # type: ignore[attr-defined]
+    request = encoding.encode_logs(exporter.get_finished_logs())
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                record.observed_time_unix_nano = 0  # the time of emitting: the one field that differs
+    return [MessageToDict(r) for r in request.resource_logs]
+
+
+def test_otlp_records_queued_directly_match_the_sdks_own_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With only the toolkit's batch processors on the provider, the handler queues records itself instead of
+    going through the SDK's logger (half the cost); what is exported must not change, whatever the record."""
+
+    def record(level: int, message: str, extra: dict[str, Any] | None = None, name: str = "app.shapes") -> Any:
+        return logging.getLogger(name).makeRecord(name, level, "f.py", 1, message, None, failure, extra=extra)
+
+    failure = None
+    records = [
+        record(logging.INFO, "order 7 placed"),
+        record(logging.WARNING, "typed", {"order_id": 7, "amount": 9.5, "paid": True, "sku": "A-1"}),
+        record(logging.INFO, "event", {"otel.event.name": "order.placed"}, name="app.other"),
+        record(logging.INFO, "not plain", {"items": [1, 2], "meta": {"k": "v"}, "when": datetime.now(UTC), "": "?"}),
+        record(logging.INFO, "too long", {"note": "x" * 50}),
+        record(logging.CRITICAL, "too many", {f"k{n}": n for n in range(9)}),
+    ]
+    try:
+        raise ValueError("bad sku")
+    except ValueError:
+        failure = sys.exc_info()
+    records.append(record(logging.ERROR, "failed"))
+    direct, direct_out = _otlp_handler()
+    sdk_way, sdk_out = _otlp_handler(SimpleLogRecordProcessor(InMemoryLogRecordExporter()))  # type: ignore[no-untyped-call]
+    through_sdk_logger: list[Any] = []
+    sdk_emit = SDKLogger.emit
+
+    def counted_emit(self: SDKLogger, *args: Any, **kwargs: Any) -> None:
+        through_sdk_logger.append(args)
+        sdk_emit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SDKLogger, "emit", counted_emit)
+    with warnings.catch_warnings(), trace.get_tracer("t").start_as_current_span("request") as span:
+        warnings.simplefilter("ignore")  # the SDK warns of the dropped attributes, both ways
+        for record in records:
+            direct.handle(record)
+        assert through_sdk_logger == []
+        for record in records:
+            sdk_way.handle(record)
+    assert len(through_sdk_logger) == len(records)
+    assert _exported(direct, direct_out) == _exported(sdk_way, sdk_out)
+    exported = direct_out.get_finished_logs()
+    assert [r.log_record.body for r in exported][:2] == ["order 7 placed", "typed"]
+    assert {r.log_record.trace_id for r in exported} == {span.get_span_context().trace_id}
+    by_body = {r.log_record.body: r for r in exported}
+    assert by_body["too many"].dropped_attributes == 3
+    assert by_body["too long"].log_record.attributes == {"note": "x" * 20}
+    assert by_body["not plain"].log_record.attributes["items"] == (1, 2)
+    assert by_body["failed"].log_record.attributes["exception.type"] == "ValueError"
+    assert by_body["event"].log_record.event_name == "order.placed"
+
+
+def test_a_processor_added_later_gets_the_records_the_sdks_way() -> None:
+    handler, exported = _otlp_handler()
+    record = logging.getLogger("app").makeRecord("app", logging.INFO, "f.py", 1, "first", None, None)
+    handler.handle(record)
+    added = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    handler._logger_provider.add_log_record_processor(SimpleLogRecordProcessor(added))  # type: ignore[attr-defined]
+    handler.handle(logging.getLogger("app").makeRecord("app", logging.INFO, "f.py", 2, "second", None, None))
+    handler._logger_provider.force_flush()  # type: ignore[attr-defined]
+    assert [r.log_record.body for r in added.get_finished_logs()] == ["second"]
+    assert [r.log_record.body for r in exported.get_finished_logs()] == ["first", "second"]
 
 
 def test_the_opentelemetry_sdks_own_records_are_written_but_not_exported(tel: testing.Capture) -> None:

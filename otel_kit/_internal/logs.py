@@ -31,12 +31,21 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from opentelemetry import baggage, context, trace
+from opentelemetry._logs import LogRecord
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs import Logger as SDKLogger
+from opentelemetry.sdk._logs import (
+    LoggerProvider,
+    LogRecordLimits,
+    LogRecordProcessor,
+    ReadableLogRecord,
+    ReadWriteLogRecord,
+)
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import format_span_id, format_trace_id
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -215,22 +224,31 @@ def build_logger_provider(
 _NO_CONTEXT = Context()  # immutable: one serves every queued record
 
 
-class _LeanBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """The SDK's batch processor, queueing each record with fewer objects for Python's garbage collector.
+def _queueable(
+    record: LogRecord,
+    resource: Resource | None,
+    scope: InstrumentationScope | None,
+    limits: LogRecordLimits | None,
+) -> ReadableLogRecord:
+    """``record`` (the caller's to change) as it waits in a batch queue, with fewer objects for Python's garbage
+    collector: without its context, which would keep the request's span alive (the SDK's ``on_emit`` drops it
+    too), the one empty context serving every record, and plain attributes instead of ``BoundedAttributes`` and
+    its lock, unless the attribute limit dropped some (the count lives there). Three tracked objects a queued
+    record instead of six: see ``tracing._slim`` for why that counts (SDK 1.45 internals, covered by tests)."""
+    record.context = _NO_CONTEXT
+    record.attributes = plain_attributes(record.attributes)
+    return ReadableLogRecord(record, resource if resource is not None else Resource.create({}), scope, limits)
 
-    Like the SDK's ``on_emit``, it queues a shallow copy of the record without its context (which would keep the
-    request's span alive); it also gives every copy the same empty context rather than a new one each, and plain
-    attributes instead of ``BoundedAttributes`` and its lock, unless the attribute limit dropped some (the count
-    lives there). Three tracked objects a queued record instead of six: see ``tracing._slim`` for why that counts
-    (SDK 1.45 internals, covered by tests).
-    """
+
+class _LeanBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """The SDK's batch processor, queueing each record as ``_queueable`` makes it; ``_OtelKitOtlpHandler`` hands it
+    records made for it, the SDK's loggers a copy of theirs."""
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        record = copy.copy(log_record.log_record)
-        record.context = _NO_CONTEXT
-        record.attributes = plain_attributes(record.attributes)
-        resource = log_record.resource if log_record.resource is not None else Resource.create({})
-        readable = ReadableLogRecord(record, resource, log_record.instrumentation_scope, log_record.limits)
+        record = copy.copy(log_record.log_record)  # the SDK's record may still be read by the processors after us
+        self.enqueue(_queueable(record, log_record.resource, log_record.instrumentation_scope, log_record.limits))
+
+    def enqueue(self, readable: ReadableLogRecord) -> None:
         self._batch_processor.emit(readable)
 
 
@@ -245,8 +263,24 @@ _NOT_OTLP_ATTRIBUTES = ("service", "trace_id", "span_id", "xray_trace_id", _DONE
 
 class _OtelKitOtlpHandler(LoggingHandler):
     """The toolkit's OTLP handler: the contrib handler, without the attributes that repeat the record's own fields
-    (each attribute is cleaned, queued, encoded and stored once more for every line), and without the records of
-    the OpenTelemetry SDK's own loggers (see the module docstring)."""
+    (each attribute is cleaned, queued, encoded and stored once more for every line), without the records of the
+    OpenTelemetry SDK's own loggers (see the module docstring), and with a shorter way to the exporters.
+
+    The contrib handler turns a record into an OpenTelemetry one (``_translate``) and emits it through the SDK's
+    logger, which wraps it in a ``ReadWriteLogRecord`` with ``BoundedAttributes`` for the processors; the toolkit's
+    batch processor then copies it again for its queue. When the toolkit's batch processors are the provider's
+    only ones (the default), this handler queues the translated record with them itself: the same record, at half
+    the cost on the writer's thread, which shares the GIL with the requests (``bench/``). Attributes are cleaned
+    and limited as the SDK's ``ReadWriteLogRecord`` would, by it, unless they are plain values within the limits.
+    Any other processor on the provider (``init(log_processors=...)``, or added later), or a logger its
+    configurator turned off, gets the SDK's way (SDK 1.45 internals, covered by tests)."""
+
+    def __init__(self, logger_provider: LoggerProvider) -> None:
+        super().__init__(logger_provider=logger_provider)
+        self._multi = logger_provider._multi_log_record_processor
+        self._checked: tuple[LogRecordProcessor, ...] | None = None  # the processors last looked at
+        self._direct: tuple[_LeanBatchLogRecordProcessor, ...] = ()  # the same, when they are all the toolkit's
+        self._loggers: dict[str, Any] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "opentelemetry" or record.name.startswith("opentelemetry."):
@@ -258,6 +292,48 @@ class _OtelKitOtlpHandler(LoggingHandler):
         for name in _NOT_OTLP_ATTRIBUTES:
             attributes.pop(name, None)
         return attributes, event_name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        processors = self._multi._log_record_processors  # a new tuple whenever a processor is added
+        if processors is not self._checked:
+            lean = all(type(p) is _LeanBatchLogRecordProcessor for p in processors)
+            self._direct = tuple(p for p in processors if isinstance(p, _LeanBatchLogRecordProcessor)) if lean else ()
+            self._checked = processors
+        direct = self._direct
+        logger = self._loggers.get(record.name) if direct else None
+        if logger is None and direct:
+            logger = self._loggers.setdefault(record.name, self._logger_provider.get_logger(record.name))
+        if not isinstance(logger, SDKLogger) or not logger._is_enabled():
+            super().emit(record)
+            return
+        translated = self._translate(record)
+        limits = logger._log_record_limits
+        if not _plain_within(translated.attributes, limits):  # the SDK cleans, limits and warns, in place
+            ReadWriteLogRecord(translated, logger._resource, logger._instrumentation_scope, limits)
+        readable = _queueable(translated, logger._resource, logger._instrumentation_scope, limits)
+        logger._logger_metrics.emit_log()
+        for processor in direct:
+            processor.enqueue(readable)
+
+
+_PLAIN_VALUES = (str, int, float, bool)
+
+
+def _plain_within(attributes: Any, limits: LogRecordLimits) -> bool:
+    """Whether ``BoundedAttributes`` would keep ``attributes`` as they are: plain values under non-empty string
+    keys, within the count and length limits."""
+    if not attributes:
+        return True
+    count, length = limits.max_log_record_attributes, limits.max_log_record_attribute_length
+    if count is not None and len(attributes) > count:
+        return False
+    for key, value in attributes.items():
+        kind = type(value)
+        if type(key) is not str or not key or kind not in _PLAIN_VALUES:
+            return False
+        if kind is str and length is not None and len(value) > length:
+            return False
+    return True
 
 
 def install_handlers(

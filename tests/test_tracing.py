@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 from opentelemetry import context, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
 import otel_kit
 from otel_kit import testing
+from otel_kit._internal.tracing import set_plain_attributes
+from tests.asgi import call, ping_app
 
 
 def test_each_span_carries_the_correlation_id_of_the_context_it_starts_in() -> None:
@@ -85,3 +91,70 @@ def test_an_init_after_other_code_set_the_tracer_provider_names_that_one() -> No
         "API records goes there, not to this init()'s exporters; restart the process to change it (in tests: "
         "otel_kit.testing.reset())"
     ]
+
+
+class _StartReader(SpanProcessor):
+    """A processor that reads spans as they start, as a user's may (to route or tag by attribute)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.seen[span.name] = dict(span.attributes or {})
+
+
+_SERVER_ATTRIBUTES = {
+    "http.request.method": "GET",
+    "url.path": "/ping",
+    "url.scheme": "http",
+    "network.protocol.version": "1.1",
+    "client.address": "127.0.0.1",
+    "user_agent.original": "probe/1.0",
+}
+
+
+def test_server_spans_carry_every_attribute_and_processors_reading_starts_still_see_them() -> None:
+    """The server middleware puts its attributes straight into the span when only the SDK's batch and simple
+    processors follow the toolkit's (they read spans at their end); a processor reading starts gets them there."""
+    headers = [(b"user-agent", b"probe/1.0"), (b"x-correlation-id", b"cid-1")]
+    with testing.capture("svc") as tel:
+        call(ping_app(), headers)
+    (server,) = [s for s in tel.spans() if s.kind is SpanKind.SERVER]
+    assert dict(server.attributes or {}) == {
+        **_SERVER_ATTRIBUTES,
+        "correlation_id": "cid-1",
+        "http.route": "/ping",
+        "http.response.status_code": 200,
+    }
+    assert server.dropped_attributes == 0
+
+    reader = _StartReader()
+    testing.reset()
+    otel_kit.init(
+        "svc", traces_exporter="none", metrics_exporter="none", logs_exporter="none", span_processors=[reader]
+    )
+    try:
+        call(ping_app(), headers)
+    finally:
+        testing.reset()
+    assert reader.seen["GET"] == {**_SERVER_ATTRIBUTES, "correlation_id": "cid-1"}
+
+
+def _limited_span(count: int | None, length: int | None) -> Span:
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=count, max_attribute_length=length))
+    span = provider.get_tracer("t").start_span("s", attributes={"first": 1})
+    assert isinstance(span, Span)
+    return span
+
+
+@pytest.mark.parametrize(("count", "length"), [(None, None), (3, None), (None, 4), (2, 4)])
+def test_plain_attributes_set_directly_end_as_the_sdk_would_set_them(count: int | None, length: int | None) -> None:
+    given = {"method": "GET", "path": "/orders/42", "status": 200, "ok": True, "share": 0.5}
+    direct, through_sdk = _limited_span(count, length), _limited_span(count, length)
+    set_plain_attributes(direct, given)
+    through_sdk.set_attributes(given)
+    assert dict(direct.attributes or {}) == dict(through_sdk.attributes or {})
+    assert direct.dropped_attributes == through_sdk.dropped_attributes
+    direct.end()
+    set_plain_attributes(direct, {"late": "x"})  # an ended span takes no more, as with the SDK's set_attributes
+    assert "late" not in (direct.attributes or {})

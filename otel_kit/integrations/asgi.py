@@ -27,7 +27,7 @@ from typing import Any
 from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_kit._internal import correlation
+from otel_kit._internal import correlation, tracing
 from otel_kit._internal.metrics import HTTP_DURATION_BUCKETS, HTTP_SERVER_DURATION
 from otel_kit._internal.propagation import lower_case_getter
 from otel_kit.integrations.http_server import HEADER_BYTES
@@ -96,7 +96,7 @@ class OtelKitASGIMiddleware:
 
         status: dict[str, int] = {}
         start = time.perf_counter()
-        span = self._tracer.start_span(method, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
+        span = tracing.start_span(self._tracer, method, ctx, SpanKind.SERVER, attributes)
         span_ctx = trace.set_span_in_context(span, ctx)
         token = context.attach(span_ctx)
         error_type: str | None = None
@@ -119,7 +119,7 @@ class OtelKitASGIMiddleware:
             if code >= 500 or error_type:
                 outcome["error.type"] = error_type or str(code)
                 span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(outcome)  # one call: the span's lock is taken once
+            tracing.set_plain_attributes(span, outcome)
             span.end()
             measured = {"http.request.method": method, "url.scheme": scheme, **outcome}
             self._duration.record(time.perf_counter() - start, measured, context=span_ctx)

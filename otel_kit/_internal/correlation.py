@@ -28,6 +28,7 @@ __all__ = [
     "new_correlation_id",
     "valid_correlation_id",
     "with_correlation_id",
+    "with_fresh_correlation_id",
 ]
 
 HEADER = "X-Correlation-ID"
@@ -77,7 +78,12 @@ def ensure_correlation_id(ctx: Context | None = None) -> Context:
     """``ctx`` unchanged when it carries a valid id, else a copy with a fresh one."""
     if get_correlation_id(ctx) is not None:
         return ctx if ctx is not None else context.get_current()
-    return with_correlation_id(new_correlation_id(), ctx)
+    return with_fresh_correlation_id(ctx)
+
+
+def with_fresh_correlation_id(ctx: Context | None = None) -> Context:
+    """A copy of ``ctx`` carrying a fresh id (valid by construction: no check)."""
+    return baggage.set_baggage(BAGGAGE_KEY, new_correlation_id(), ctx)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -51,7 +51,8 @@ _log = logging.getLogger("otel_kit.propagation")
 def _first(getter: Getter[CarrierT], carrier: CarrierT, *names: str) -> str | None:
     """The first value of the first header present, trying each spelling (dict carriers are case-sensitive)."""
     for name in names:
-        for spelling in (name, name.lower()):
+        # the toolkit's servers' getter lower-cases the name itself: one lookup per name
+        for spelling in (name,) if getter is lower_case_getter else (name, name.lower()):
             try:
                 values = getter.get(carrier, spelling)
             except Exception:  # a hostile carrier object must not break extraction
@@ -94,11 +95,12 @@ class CorrelationPropagator(TextMapPropagator):
             if cid is not None:
                 return correlation.with_correlation_id(cid, context)
             counts().add(PROPAGATION_REJECTED, header.lower())
-        if baggage.get_baggage(correlation.BAGGAGE_KEY, context) is not None and (
-            correlation.get_correlation_id(context) is None
-        ):
+        in_baggage = baggage.get_baggage(correlation.BAGGAGE_KEY, context)
+        if in_baggage is not None:
+            if correlation.valid_correlation_id(in_baggage) is not None:
+                return context if context is not None else get_current()
             counts().add(PROPAGATION_REJECTED, "baggage")
-        return correlation.ensure_correlation_id(context)
+        return correlation.with_fresh_correlation_id(context)
 
     def inject(
         self, carrier: CarrierT, context: Context | None = None, setter: Setter[CarrierT] = default_setter

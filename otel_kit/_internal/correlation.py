@@ -23,7 +23,6 @@ __all__ = [
     "HEADER",
     "REQUEST_ID_HEADER",
     "correlation_scope",
-    "ensure_correlation_id",
     "get_correlation_id",
     "new_correlation_id",
     "valid_correlation_id",
@@ -72,13 +71,6 @@ def with_correlation_id(correlation_id: str, ctx: Context | None = None) -> Cont
     """A copy of ``ctx`` carrying ``correlation_id`` (replaced by a fresh id when it is not acceptable)."""
     cid = valid_correlation_id(correlation_id) or new_correlation_id()
     return baggage.set_baggage(BAGGAGE_KEY, cid, ctx)
-
-
-def ensure_correlation_id(ctx: Context | None = None) -> Context:
-    """``ctx`` unchanged when it carries a valid id, else a copy with a fresh one."""
-    if get_correlation_id(ctx) is not None:
-        return ctx if ctx is not None else context.get_current()
-    return with_fresh_correlation_id(ctx)
 
 
 def with_fresh_correlation_id(ctx: Context | None = None) -> Context:

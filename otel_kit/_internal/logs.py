@@ -286,8 +286,10 @@ class _OtelKitOtlpHandler(LoggingHandler):
     def __init__(self, logger_provider: LoggerProvider) -> None:
         super().__init__(logger_provider=logger_provider)
         self._multi = logger_provider._multi_log_record_processor
-        self._checked: tuple[LogRecordProcessor, ...] | None = None  # the processors last looked at
-        self._direct: tuple[_LeanBatchLogRecordProcessor, ...] = ()  # the same, when they are all the toolkit's
+        # the provider's processors last looked at, and the same again when they are all the toolkit's, else ()
+        self._direct: tuple[tuple[LogRecordProcessor, ...] | None, tuple[_LeanBatchLogRecordProcessor, ...]]
+        self._direct = (None, ())
+        # the SDK's loggers by name: the provider's own cache takes a lock and a weak reference on every call
         self._loggers: dict[str, Any] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -303,14 +305,17 @@ class _OtelKitOtlpHandler(LoggingHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         processors = self._multi._log_record_processors  # a new tuple whenever a processor is added
-        if processors is not self._checked:
-            lean = all(type(p) is _LeanBatchLogRecordProcessor for p in processors)
-            self._direct = tuple(p for p in processors if isinstance(p, _LeanBatchLogRecordProcessor)) if lean else ()
-            self._checked = processors
-        direct = self._direct
-        logger = self._loggers.get(record.name) if direct else None
-        if logger is None and direct:
-            logger = self._loggers.setdefault(record.name, self._logger_provider.get_logger(record.name))
+        checked, direct = self._direct
+        if processors is not checked:
+            lean = [p for p in processors if isinstance(p, _LeanBatchLogRecordProcessor)]
+            direct = tuple(lean) if len(lean) == len(processors) else ()
+            self._direct = (processors, direct)
+        if not direct:
+            super().emit(record)
+            return
+        logger = self._loggers.get(record.name)
+        if logger is None:
+            logger = self._loggers[record.name] = self._logger_provider.get_logger(record.name)
         if not isinstance(logger, SDKLogger) or not logger._is_enabled():
             super().emit(record)
             return

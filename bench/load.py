@@ -70,7 +70,9 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 def wrk_with_cpu(url: str, seconds: float, pid: int) -> dict[str, float]:
     """``wrk`` and the CPU the service process ``pid`` spent per request meanwhile: in all, and on its main thread
-    (the one that serves requests in a single-process asyncio server; the rest is its background threads)."""
+    (the one that serves requests in a single-process asyncio server; the rest is its background threads). The
+    kernel counts both in clock ticks (10 ms), rounded apart: over a short run the main thread's figure can come out
+    up to a tick above the total."""
     total = cpu_seconds(pid)
     main = cpu_seconds(pid, pid)  # the main thread's id is the process id; read inside the process's window
     result = wrk(url, seconds)

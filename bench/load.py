@@ -68,17 +68,28 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def waits(pid: int, tid: int) -> int:
+    """How many times thread ``tid`` of process ``pid`` has given up its CPU to wait (the kernel's voluntary
+    context switches): for a request thread with requests always waiting, mostly waits for the interpreter lock."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+
+
 def wrk_with_cpu(url: str, seconds: float, pid: int) -> dict[str, float]:
     """``wrk`` and the CPU the service process ``pid`` spent per request meanwhile: in all, and on its main thread
     (the one that serves requests in a single-process asyncio server; the rest is its background threads). The
     kernel counts both in clock ticks (10 ms), rounded apart: over a short run the main thread's figure can come out
-    up to a tick above the total."""
+    up to a tick above the total. Also the main thread's waits per request (``waits``): a background thread that
+    takes the interpreter lock from it once a request or more shows there."""
     total = cpu_seconds(pid)
     main = cpu_seconds(pid, pid)  # the main thread's id is the process id; read inside the process's window
+    main_waits = waits(pid, pid)
     result = wrk(url, seconds)
+    main_waits = waits(pid, pid) - main_waits
     main = cpu_seconds(pid, pid) - main
     total = cpu_seconds(pid) - total
     per_request = 1e6 / max(result["requests"], 1)
     result["cpu_us_per_request"] = total * per_request
     result["main_thread_cpu_us_per_request"] = main * per_request
+    result["main_thread_waits_per_request"] = main_waits / max(result["requests"], 1)
     return result

@@ -9,7 +9,8 @@ the log pipeline costs); under ``opentelemetry-instrument`` with the same export
 export over OTLP to the project's collector (accepting and discarding). wrk, in its own process, drives
 ``/work`` (2 ms of CPU) and ``/trivial`` with 8 connections; runs are interleaved and repeated; each ratio is the
 median of the repetitions' own ratios. Each run also reads the service's CPU time per request, in all and on its
-main thread (the one serving requests; the rest is background threads: the log writer, the export threads).
+main thread (the one serving requests; the rest is background threads: the log writer, the export threads), and
+how often per request the main thread waited (mostly for the interpreter lock, taken by a background thread).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             m = runs[route][name]
             print(
                 f"{route} {name}: CPU {m['cpu_us_per_request']:.0f} us/request, "
-                f"{m['main_thread_cpu_us_per_request']:.0f} us of it on the main thread"
+                f"{m['main_thread_cpu_us_per_request']:.0f} us of it on the main thread, "
+                f"which waited {m['main_thread_waits_per_request']:.2f} times a request"
             )
     for goal, met in goals.items():
         print(f"goal: {goal}: {'met' if met else 'NOT met'}")

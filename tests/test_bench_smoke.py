@@ -47,6 +47,7 @@ def test_request_overhead_smoke(tmp_path: Path) -> None:
             # ticks, rounded apart, so the part can exceed the whole by one tick at each end of the window
             ticks = 2 / os.sysconf("SC_CLK_TCK") * 1e6 / run["requests"]
             assert 0 < run["main_thread_cpu_us_per_request"] <= run["cpu_us_per_request"] + ticks
+            assert run["main_thread_waits_per_request"] >= 0
 
 
 def test_outage_isolation_smoke(tmp_path: Path) -> None:

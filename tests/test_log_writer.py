@@ -120,6 +120,34 @@ def test_the_line_shows_the_arguments_as_they_were_at_the_call(writer: Writer) -
     assert _messages(stream.getvalue()) == ["cart ['book']"]
 
 
+class _CountingFile(io.FileIO):
+    """A file that counts the system calls written to it."""
+
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def test_a_batch_reaches_an_unbuffered_stdout_in_one_write(tmp_path: Path) -> None:
+    # stdout as PYTHONUNBUFFERED=1 (set in most container images) makes it: every write is a system call, and
+    # every system call lets the request thread take the interpreter lock from the writer.
+    raw = _CountingFile(tmp_path / "stdout", "w")
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    logger, handler = _behind_writer(stdout)
+    try:
+        for n in range(50):
+            logger.info("line %d", n)
+        assert raw.writes == 0
+        handler.flush()
+        assert raw.writes == 1
+        assert _messages((tmp_path / "stdout").read_text()) == [f"line {n}" for n in range(50)]
+    finally:
+        handler.close()
+        stdout.close()
+
+
 def test_a_full_queue_is_written_by_its_caller_and_no_line_is_lost(writer: Writer) -> None:
     logger, handler, stream = writer
     for n in range(10):

@@ -11,7 +11,7 @@ does only what has to happen there:
 - the caller's OpenTelemetry context captured, so the OTLP record carries the caller's span.
 
 Then it queues the record. A thread named ``otel-kit-logs`` hands the queued records to the handlers in order,
-every 0.2 s or as soon as 256 wait, and flushes stdout once per batch.
+every 0.2 s or as soon as 256 wait, and writes the lines of a batch to stdout in one write.
 
 Nothing is dropped:
 
@@ -40,6 +40,7 @@ import threading
 import traceback
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import context
 from opentelemetry.context import Context
@@ -77,7 +78,8 @@ class BackgroundLogHandler(logging.Handler):
     ) -> None:
         super().__init__()
         self.handlers = list(handlers)
-        self._streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]  # flushed per batch
+        self._streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]  # written once a batch
+        self._terminators: dict[logging.Handler, str] = {h: h.terminator for h in self._streams}
         self._filter = record_filter
         self._interval_s = interval_s
         self._batch = batch
@@ -162,37 +164,39 @@ class BackgroundLogHandler(logging.Handler):
                 self._deliver(batch)
 
     def _deliver(self, batch: list[_Entry]) -> None:
+        lines: dict[logging.Handler, list[str]] = {stream: [] for stream in self._streams}  # each stream's, in order
+        for record, ctx in batch:
+            token = context.attach(ctx)
+            try:
+                for handler in self.handlers:
+                    if record.levelno >= handler.level:
+                        try:
+                            out = lines.get(handler)
+                            if out is None:
+                                handler.handle(record)
+                            elif handler.filter(record):
+                                out.append(handler.format(record) + self._terminators[handler])
+                        except RecursionError:  # as the standard handlers do: not reported, re-raised
+                            raise
+                        except Exception:  # reported as logging reports it; the batch goes on
+                            handler.handleError(record)
+            finally:
+                context.detach(token)
         for stream in self._streams:
-            stream.acquire()
-        try:
-            for record, ctx in batch:
-                token = context.attach(ctx)
-                try:
-                    for handler in self.handlers:
-                        if record.levelno >= handler.level:
-                            try:
-                                _handle_without_flush(handler, record)
-                            except RecursionError:  # as the standard handlers do: not reported, re-raised
-                                raise
-                            except Exception:  # reported as logging reports it; the batch goes on
-                                handler.handleError(record)
-                finally:
-                    context.detach(token)
-        finally:
-            for stream in self._streams:
-                try:
-                    stream.flush()
-                except Exception:  # a closed or broken stdout: reported as StreamHandler.emit reports it
-                    stream.handleError(batch[-1][0])
-                finally:
-                    stream.release()
+            if lines[stream]:
+                _write_once(stream, "".join(lines[stream]), batch[-1][0])
 
 
-def _handle_without_flush(handler: logging.Handler, record: logging.LogRecord) -> None:
-    """``handler.handle(record)``, but a stream handler writes without flushing: ``_deliver`` flushes each
-    stream once per batch."""
-    if not isinstance(handler, logging.StreamHandler):
-        handler.handle(record)
-        return
-    if handler.filter(record):
-        handler.stream.write(handler.format(record) + handler.terminator)
+def _write_once(handler: logging.StreamHandler[Any], text: str, last: logging.LogRecord) -> None:
+    """A batch's lines in one write and one flush. One write a line would, on an unbuffered stdout
+    (``PYTHONUNBUFFERED=1``, set in most container images), be one system call a line, each of which lets the
+    request thread take the interpreter lock and makes the writer wait to get it back: a hand-over of the lock,
+    both ways, for every line."""
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.stream.flush()
+    except Exception:  # a closed or broken stdout: reported as StreamHandler.emit reports it
+        handler.handleError(last)
+    finally:
+        handler.release()

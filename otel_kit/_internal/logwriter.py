@@ -79,7 +79,6 @@ class BackgroundLogHandler(logging.Handler):
         super().__init__()
         self.handlers = list(handlers)
         self._streams = [h for h in self.handlers if isinstance(h, logging.StreamHandler)]  # written once a batch
-        self._terminators: dict[logging.Handler, str] = {h: h.terminator for h in self._streams}
         self._filter = record_filter
         self._interval_s = interval_s
         self._batch = batch
@@ -171,11 +170,10 @@ class BackgroundLogHandler(logging.Handler):
                 for handler in self.handlers:
                     if record.levelno >= handler.level:
                         try:
-                            out = lines.get(handler)
-                            if out is None:
+                            if not isinstance(handler, logging.StreamHandler):
                                 handler.handle(record)
                             elif handler.filter(record):
-                                out.append(handler.format(record) + self._terminators[handler])
+                                lines[handler].append(handler.format(record) + handler.terminator)
                         except RecursionError:  # as the standard handlers do: not reported, re-raised
                             raise
                         except Exception:  # reported as logging reports it; the batch goes on

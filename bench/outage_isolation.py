@@ -3,12 +3,14 @@
     python -m bench.outage_isolation [--seconds 12] [--repetitions 5] [--smoke]
 
 The otel_kit service runs under wrk load (``/work``); segments with the collector healthy alternate with segments
-where it is frozen (SIGSTOP: connections hang, the worst kind of outage), ``--repetitions`` of each, so the full
-run keeps the collector away for 60 s in all. Reports the p99 latency ratio outage / healthy (goal <= 1.05),
-application errors (goal 0), resident memory growth (goal: it levels off once the queues are full), and checks that
-the drops the service reports equal what it sent minus what the collector received. After each outage the next
-segment waits until the service's backlog is out, so no healthy segment measures the recovery; how long that took is
-reported.
+where it is frozen (SIGSTOP: connections hang, the worst kind of outage), ``--repetitions`` of each, so the full run
+keeps the collector away for 60 s in all. Reports the p99 latency ratio outage / healthy (goal <= 1.05), application
+errors (goal 0), resident memory growth (goal: it levels off once the queues are full), and checks that the drops
+the service reports equal what it sent minus what the collector received, but for one kind of span: a batch whose
+export timed out while the collector was frozen sat in the collector's socket, and the collector may take it when it
+thaws. Those spans are counted as failed and, by the service, as timed out (``otel_kit.export.timed_out``): the
+check is that the spans counted both ways are no more than those. After each outage the next segment waits until the
+service's backlog is out, so no healthy segment measures the recovery; how long that took is reported.
 """
 
 from __future__ import annotations
@@ -69,18 +71,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         collector_url = f"http://127.0.0.1:{collector.metrics_port}/metrics"
 
-        def accounted() -> tuple[float, float, float]:
+        def accounted() -> tuple[float, float, float, float]:
+            """Spans sent, received by the collector, reported dropped, and of those, in exports that timed out."""
             app = _scrape(metrics_url)
             sent = _sum(app, "http_server_request_duration_seconds_count")
             dropped = _sum(app, "otel_kit_queue_dropped_total", 'signal="traces"')
             dropped += _sum(app, "otel_kit_export_failed_total", 'signal="traces"')
+            timed_out = _sum(app, "otel_kit_export_timed_out_total", 'signal="traces"')
             received = _sum(_scrape(collector_url), "otelcol_receiver_accepted_spans")
-            return sent, received, dropped
+            return sent, received, dropped, timed_out
 
         def settled() -> None:
             # every request's span received by the collector or reported dropped; a batch whose export timed out
             # while the collector was frozen may still be accepted when it thaws (counted both ways): hence <=
-            wait_until(lambda: (lambda s, r, d: s - r - d <= 0)(*accounted()), 90, "every span received or dropped")
+            wait_until(lambda: (lambda s, r, d, _: s - r - d <= 0)(*accounted()), 90, "every span received or dropped")
 
         def healthy() -> dict[str, float]:
             return wrk(url + "/work", seconds)
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         m = medians(runs)
         errors = sum(r["errors"] for rs in runs.values() for r in rs)
         settled()
-        sent, received, dropped = accounted()
+        sent, received, dropped, timed_out = accounted()
 
     # an outage fills the span and log queues; from then on each new record pushes out the oldest, so memory bounded
     # by the queue sizes levels off: the later half of the outages does not raise the peak of the earlier half
@@ -127,9 +131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rss_kib": {"start": rss_start, "after_each_outage": rss_after_outage,
                     "growth_over_earlier_outages": growth, "growth_over_later_outages": later_growth},
         "spans": {"sent": sent, "received": received, "reported_dropped": dropped,
-                  "counted_twice": received + dropped - sent},
+                  "counted_twice": received + dropped - sent, "reported_dropped_in_timed_out_exports": timed_out},
         "goals": {"p99 ratio <= 1.05": ratio <= 1.05, "zero application errors": errors == 0,
-                  "dropped == sent - received": dropped == sent - received,
+                  "dropped == sent - received, but for timed-out spans taken late":
+                      0 <= received + dropped - sent <= timed_out,
                   "RSS levels off once the queues are full": memory_bounded},
         "smoke": args.smoke,
     }  # fmt: skip
@@ -149,7 +154,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"RSS: +{growth} KiB over the first {len(earlier)} outages, {later_growth:+} KiB over the last {len(later)} "
         f"(goal: levels off once the queues are full: {'met' if memory_bounded else 'NOT met'})"
     )
-    print(f"spans sent {sent:.0f}, received {received:.0f}, reported dropped {dropped:.0f}")
+    accounted_for = 0 <= received + dropped - sent <= timed_out
+    print(
+        f"spans sent {sent:.0f}, received {received:.0f}, reported dropped {dropped:.0f} ({timed_out:.0f} of them in "
+        f"exports that timed out, {received + dropped - sent:.0f} of which the collector took late; goal: every span "
+        f"received or reported dropped, both only when its export timed out: {'met' if accounted_for else 'NOT met'})"
+    )
     return result
 
 

@@ -78,6 +78,48 @@ def test_export_failures_are_counted_per_exporter(monkeypatch: pytest.MonkeyPatc
             assert {p.attributes["signal"]: p.value for p in ours} == {"traces": 1}  # type: ignore[attr-defined]
 
 
+def _by_signal(tel: testing.Capture, name: str) -> dict[str, int]:
+    metric = tel.metrics().get(name)
+    points = metric.data.data_points if metric is not None else ()
+    return {p.attributes["signal"]: p.value for p in points}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_export_that_timed_out_is_counted_as_timed_out_as_well_as_failed(
+    stuck_collector: int, protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector that takes the connection and never answers may still take the request once it resumes: the
+    spans are counted as failed, and as timed out, the failures whose fate is unknown."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{stuck_collector}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    with testing.capture("svc", traces_exporter="otlp", shutdown_timeout_ms=3000) as tel:
+        for name in ("a", "b", "c"):
+            with trace.get_tracer("t").start_as_current_span(name):
+                pass
+        tel.handle.force_flush(3000)
+        assert _by_signal(tel, "otel_kit.export.failed") == {"traces": 3}
+        assert _by_signal(tel, "otel_kit.export.timed_out") == {"traces": 3}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_refused_export_is_counted_as_failed_and_not_as_timed_out(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound but not listening: connection refused, nothing sent
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        with testing.capture("svc", traces_exporter="otlp", shutdown_timeout_ms=3000) as tel:
+            with trace.get_tracer("t").start_as_current_span("lost"):
+                pass
+            tel.handle.force_flush(3000)
+            assert _by_signal(tel, "otel_kit.export.failed") == {"traces": 1}
+            assert _by_signal(tel, "otel_kit.export.timed_out") == {}
+
+
 def test_a_failed_log_export_is_reported_on_stdout_and_not_exported_again(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

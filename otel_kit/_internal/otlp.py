@@ -8,13 +8,16 @@ The gRPC span and log exporters encode with ``encoding`` (the SDK's messages, bu
 
 Every exporter is wrapped to count the items of each failed export in ``otel_kit.export.failed`` {signal}: the
 SDK's own ``otel.sdk.exporter.*`` metrics miss one case (SDK 1.45: a collector's HTTP 401 or 400 counts there as
-a success), and a refused batch must never vanish uncounted.
+a success), and a refused batch must never vanish uncounted. The items of a failed export that timed out after its
+request went out are also counted in ``otel_kit.export.timed_out`` {signal}: a stalled collector may still take
+that request when it resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_kit._internal import encoding
 from otel_kit._internal.config import Settings
-from otel_kit._internal.selfmetrics import EXPORT_FAILED, counts
+from otel_kit._internal.selfmetrics import EXPORT_FAILED, EXPORT_TIMED_OUT, counts
 
 __all__ = ["log_exporter", "metric_exporter", "span_exporter"]
 
@@ -104,15 +107,15 @@ class CountingMetricExporter(MetricExporter):
 
 
 def span_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> SpanExporter:
-    return CountingSpanExporter(_releasing_errors(_span_exporter(settings, meter_provider)))
+    return CountingSpanExporter(_releasing_errors(_span_exporter(settings, meter_provider), "traces"))
 
 
 def metric_exporter(settings: Settings) -> MetricExporter:
-    return CountingMetricExporter(_releasing_errors(_metric_exporter(settings)))
+    return CountingMetricExporter(_releasing_errors(_metric_exporter(settings), "metrics"))
 
 
 def log_exporter(settings: Settings, meter_provider: MeterProvider | None = None) -> LogRecordExporter:
-    return CountingLogExporter(_releasing_errors(_log_exporter(settings, meter_provider)))
+    return CountingLogExporter(_releasing_errors(_log_exporter(settings, meter_provider), "logs"))
 
 
 class _ErrorReleasingMetrics:
@@ -125,10 +128,15 @@ class _ErrorReleasingMetrics:
     Over HTTP the error comes back from the transport in a result of its own, on another such frame. Detaching the
     error's tracebacks and letting go of the error, after the SDK has counted it, breaks the cycle either way: the
     batch is freed as the export returns.
+
+    Before it lets go, it counts the items of an export that timed out after its request went out in
+    ``otel_kit.export.timed_out`` {signal}: the error is the one place that tells a timeout from a refusal.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, signal: str) -> None:
         self._inner = inner
+        self._signal = signal
+        self._counts = counts()
 
     @contextlib.contextmanager
     def export_operation(self, num_items: int) -> Iterator[Any]:
@@ -138,8 +146,28 @@ class _ErrorReleasingMetrics:
                 yield result
         finally:
             if result is not None:  # the SDK's own context has recorded the error by now
+                if _timed_out(result.error):
+                    self._counts.add(EXPORT_TIMED_OUT, self._signal, num_items)
                 _drop_tracebacks(result.error)
                 result.error = None
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether an export's error says it ran out of time after sending its request: a gRPC ``DEADLINE_EXCEEDED``,
+    or a read timeout of the HTTP exporter's transport (``requests`` or ``urllib3``; a connect timeout sent
+    nothing). Looked up without importing any of them: only the exporter in use has loaded its own."""
+    if error is None:
+        return False
+    code = getattr(error, "code", None)
+    if callable(code) and "grpc" in sys.modules:
+        try:
+            return getattr(code(), "name", None) == "DEADLINE_EXCEEDED"
+        except Exception:  # an RpcError that is not a call has no code to give
+            return False
+    requests, urllib3 = sys.modules.get("requests"), sys.modules.get("urllib3")
+    return (requests is not None and isinstance(error, requests.exceptions.ReadTimeout)) or (
+        urllib3 is not None and isinstance(error, urllib3.exceptions.ReadTimeoutError)
+    )
 
 
 def _drop_tracebacks(error: BaseException | None) -> None:
@@ -151,10 +179,10 @@ def _drop_tracebacks(error: BaseException | None) -> None:
         error = error.__cause__ or error.__context__
 
 
-def _releasing_errors(exporter: Any) -> Any:
+def _releasing_errors(exporter: Any, signal: str) -> Any:
     """``exporter`` with its metrics wrapped in ``_ErrorReleasingMetrics`` (SDK 1.45 internals, covered by tests)."""
     if hasattr(exporter, "_metrics"):
-        exporter._metrics = _ErrorReleasingMetrics(exporter._metrics)
+        exporter._metrics = _ErrorReleasingMetrics(exporter._metrics, signal)
     return exporter
 
 

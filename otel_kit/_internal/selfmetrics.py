@@ -8,6 +8,9 @@ observable counters when a metric reader collects:
   that reached its series limit;
 - ``otel_kit.export.failed`` {signal}: spans, log records and metric data points whose export failed
   (refused, unreachable, timed out) and were dropped after the exporter's own retries;
+- ``otel_kit.export.timed_out`` {signal}: of those, the ones whose export ran out of time after its request went
+  out (a gRPC deadline, an HTTP read timeout). Their fate is unknown: a collector that was stalled, not gone,
+  may still take the request once it resumes, so they can reach the backend and be counted as failed too;
 - ``otel_kit.queue.dropped`` {signal}: spans and log records dropped because the batch queue was full (the
   collector is slower than the application, or gone).
 
@@ -30,6 +33,7 @@ __all__ = ["SelfCounts", "count_queue_drops", "counts", "fresh_counts", "registe
 PROPAGATION_REJECTED = "otel_kit.propagation.rejected"
 SERIES_OVERFLOW = "otel_kit.metric.series_overflow"
 EXPORT_FAILED = "otel_kit.export.failed"
+EXPORT_TIMED_OUT = "otel_kit.export.timed_out"
 QUEUE_DROPPED = "otel_kit.queue.dropped"
 
 
@@ -124,6 +128,13 @@ def register(meter: Meter) -> None:
         callbacks=[observer(EXPORT_FAILED, "signal")],
         unit="{item}",
         description="Spans, log records and metric data points dropped because their export failed.",
+    )
+    meter.create_observable_counter(
+        EXPORT_TIMED_OUT,
+        callbacks=[observer(EXPORT_TIMED_OUT, "signal")],
+        unit="{item}",
+        description="Of the items counted in otel_kit.export.failed, those whose export timed out after its request "
+        "was sent: a stalled collector may still have received them.",
     )
     meter.create_observable_counter(
         QUEUE_DROPPED,

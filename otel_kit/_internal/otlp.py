@@ -8,9 +8,9 @@ The gRPC span and log exporters encode with ``encoding`` (the SDK's messages, bu
 
 Every exporter is wrapped to count the items of each failed export in ``otel_kit.export.failed`` {signal}: the
 SDK's own ``otel.sdk.exporter.*`` metrics miss one case (SDK 1.45: a collector's HTTP 401 or 400 counts there as
-a success), and a refused batch must never vanish uncounted. The items of a failed export that timed out after its
-request went out are also counted in ``otel_kit.export.timed_out`` {signal}: a stalled collector may still take
-that request when it resumes.
+a success), and a refused batch must never vanish uncounted. The items of a failed export that timed out waiting
+for an answer are also counted in ``otel_kit.export.timed_out`` {signal}: the request may have gone out, and a
+stalled collector may still take it when it resumes.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class _ErrorReleasingMetrics:
     error's tracebacks and letting go of the error, after the SDK has counted it, breaks the cycle either way: the
     batch is freed as the export returns.
 
-    Before it lets go, it counts the items of an export that timed out after its request went out in
+    Before it lets go, it counts the items of an export that timed out waiting for an answer in
     ``otel_kit.export.timed_out`` {signal}: the error is the one place that tells a timeout from a refusal.
     """
 
@@ -153,9 +153,10 @@ class _ErrorReleasingMetrics:
 
 
 def _timed_out(error: BaseException | None) -> bool:
-    """Whether an export's error says it ran out of time after sending its request: a gRPC ``DEADLINE_EXCEEDED``,
-    or a read timeout of the HTTP exporter's transport (``requests`` or ``urllib3``; a connect timeout sent
-    nothing). Looked up without importing any of them: only the exporter in use has loaded its own."""
+    """Whether an export's error says it timed out waiting for an answer, so its request may have gone out: a gRPC
+    ``DEADLINE_EXCEEDED`` (which does not say whether the request was sent), or a read timeout of the HTTP
+    exporter's transport (``requests`` or ``urllib3``; a connect timeout sent nothing). Looked up without importing
+    any of them: only the exporter in use has loaded its own."""
     if error is None:
         return False
     code = getattr(error, "code", None)

@@ -8,9 +8,9 @@ observable counters when a metric reader collects:
   that reached its series limit;
 - ``otel_kit.export.failed`` {signal}: spans, log records and metric data points whose export failed
   (refused, unreachable, timed out) and were dropped after the exporter's own retries;
-- ``otel_kit.export.timed_out`` {signal}: of those, the ones whose export ran out of time after its request went
-  out (a gRPC deadline, an HTTP read timeout). Their fate is unknown: a collector that was stalled, not gone,
-  may still take the request once it resumes, so they can reach the backend and be counted as failed too;
+- ``otel_kit.export.timed_out`` {signal}: of those, the ones whose export timed out waiting for an answer (a gRPC
+  deadline, an HTTP read timeout). Their fate is unknown: the request may have gone out, and a collector that was
+  stalled, not gone, may still take it once it resumes, so they can reach the backend and be counted as failed too;
 - ``otel_kit.queue.dropped`` {signal}: spans and log records dropped because the batch queue was full (the
   collector is slower than the application, or gone).
 
@@ -133,8 +133,8 @@ def register(meter: Meter) -> None:
         EXPORT_TIMED_OUT,
         callbacks=[observer(EXPORT_TIMED_OUT, "signal")],
         unit="{item}",
-        description="Of the items counted in otel_kit.export.failed, those whose export timed out after its request "
-        "was sent: a stalled collector may still have received them.",
+        description="Of the items counted in otel_kit.export.failed, those whose export timed out waiting for an "
+        "answer: a stalled collector may still have received them.",
     )
     meter.create_observable_counter(
         QUEUE_DROPPED,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from opentelemetry import metrics
@@ -57,6 +60,16 @@ def _assert_one_clear_message(
     assert "; using " in message
 
 
+def _exported(tel: testing.Capture, receiver: OtlpReceiver, signals: set[str]) -> None:
+    """Make a span, a measurement and a log line, and wait until ``receiver`` has each of ``signals``."""
+    with otel_kit.correlation_scope():
+        otel_kit.traced(lambda: None)()
+        metrics.get_meter("svc").create_counter("svc.calls").add(1)
+        logging.getLogger("app").info("still running")
+    assert tel.handle.force_flush(5000)
+    wait_until(lambda: signals <= {r["signal"] for r in receiver.records()}, 10, f"{sorted(signals)} exported")
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
@@ -72,12 +85,50 @@ def test_unknown_exporter_is_reported_and_otlp_used_instead(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{otlp_receiver.grpc_port}")
     signal = "traces" if "TRACES" in variable else "metrics"
     with testing.capture("svc", **{f"{signal}_exporter": None}) as tel:
-        with otel_kit.correlation_scope():
-            otel_kit.traced(lambda: None)()
-            metrics.get_meter("svc").create_counter("svc.calls").add(1)
-        assert tel.handle.force_flush(5000)
-        wait_until(lambda: any(r["signal"] == signal for r in otlp_receiver.records()), 10, f"{signal} export")
+        _exported(tel, otlp_receiver, {signal})
     _assert_one_clear_message(tel, tel.handle.problems, variable, value, allowed)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "an integer from 1 up"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5000", "at most OTEL_BSP_MAX_QUEUE_SIZE (2048)"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "-1", "an integer from 1 up"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "0", "a number above 0"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten", "a number above 0"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "one of gzip, deflate, none"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1", "an integer from 0 up, or empty for no limit"),
+        ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "many", "an integer from 0 up, or empty for no limit"),
+    ],
+)
+def test_a_bad_sdk_setting_is_reported_and_every_signal_still_exported(
+    monkeypatch: pytest.MonkeyPatch, otlp_receiver: OtlpReceiver, variable: str, value: str, allowed: str
+) -> None:
+    """The SDK raises on these as it builds a provider or a batch processor: every signal was lost to one value."""
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{otlp_receiver.grpc_port}")
+    with testing.capture("svc", traces_exporter=None, metrics_exporter=None, logs_exporter=None) as tel:
+        _exported(tel, otlp_receiver, {"traces", "metrics", "logs"})
+    _assert_one_clear_message(tel, tel.handle.problems, variable, value, allowed)
+
+
+def test_a_span_limit_the_sdk_cannot_read_does_not_stop_the_import() -> None:
+    """SDK 1.45 reads the span limits as it is imported, and raised out of ``import otel_kit`` on this one."""
+    script = (
+        "import otel_kit\n"
+        "handle = otel_kit.init('svc', traces_exporter='none', metrics_exporter='none', logs_exporter='none')\n"
+        "assert handle.tracer_provider is not None\n"
+        "print([p.message() for p in handle.problems])\n"
+    )
+    env = {**os.environ, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "lots", "OTEL_KIT_LOG_STDOUT": "false"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = (
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT='lots' is not valid: allowed an integer from 0 up, or empty for no limit"
+    )
+    assert expected in done.stdout
 
 
 def test_bad_ratio_falls_back_to_sampling_everything(monkeypatch: pytest.MonkeyPatch) -> None:

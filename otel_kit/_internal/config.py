@@ -3,6 +3,12 @@
 Every option is declared once in ``OPTIONS`` (name, variable, parser, default). A bad value never stops the
 application: it becomes a :class:`ConfigProblem` naming the variable, the value and what is allowed, and the
 default is used instead. ``init()`` logs each problem once.
+
+The SDK reads some standard variables itself and raises on values it cannot use: the attribute and span limits as it
+is imported, the batch, metric export and OTLP exporter settings as ``init()`` builds the providers. One bad value
+there would stop the application's import of otel_kit, or cost it every signal. Those variables are checked too
+(``SDK_VARIABLES``), as ``otel_kit`` is imported and again by ``init()``: a bad value is taken out of the
+environment, so the SDK uses its default, and reported like any other.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["OPTIONS", "ConfigProblem", "Settings", "load_settings"]
+__all__ = ["OPTIONS", "ConfigProblem", "Settings", "forget_set_aside", "load_settings", "set_aside_bad_sdk_values"]
 
 
 _USERINFO = re.compile(r"//[^/@\s]*@")
@@ -76,11 +82,16 @@ def _exporter_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]
     return parse
 
 
-def _ratio(raw: str) -> float:
+def _number(raw: str) -> float:
+    """``raw`` as a float, NaN when it is not a number (every range check rejects NaN)."""
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
-        value = float("nan")
+        return float("nan")
+
+
+def _ratio(raw: str) -> float:
+    value = _number(raw)
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise _Invalid("a number from 0 to 1")
     return value
@@ -142,6 +153,26 @@ def _text(raw: str) -> str:
     if not value or len(value) > 255 or not value.isprintable():
         raise _Invalid("printable text of 1 to 255 characters")
     return value
+
+
+def _limit(raw: str) -> str:
+    value = raw.strip()
+    if value and not (value.isascii() and value.isdigit()):  # empty: no limit (SDK 1.45)
+        raise _Invalid("an integer from 0 up, or empty for no limit")
+    return value
+
+
+def _positive_integer(raw: str) -> str:
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
+        raise _Invalid("an integer from 1 up")
+    return value
+
+
+def _positive_number(raw: str) -> str:
+    if not _number(raw) > 0:  # also rejects NaN
+        raise _Invalid("a number above 0")
+    return raw
 
 
 def _shown(default: Any) -> str:
@@ -252,6 +283,90 @@ class Settings:
 _FIELDS = {f.name for f in dataclasses.fields(Settings)}
 
 
+# --- the SDK's own variables -------------------------------------------------------------------------------------
+
+_BATCH_DEFAULTS = {"OTEL_BSP": (2048, 512), "OTEL_BLRP": (2048, 512)}  # queue size, batch size (SDK 1.45)
+SDK_VARIABLES: dict[str, Callable[[str], str]] = {
+    **{
+        f"OTEL_{name}": _limit
+        for name in (
+            "ATTRIBUTE_COUNT_LIMIT",
+            "ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "SPAN_ATTRIBUTE_COUNT_LIMIT",
+            "SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "SPAN_EVENT_COUNT_LIMIT",
+            "SPAN_LINK_COUNT_LIMIT",
+            "EVENT_ATTRIBUTE_COUNT_LIMIT",
+            "LINK_ATTRIBUTE_COUNT_LIMIT",
+            "LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+            "LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        )
+    },
+    **{
+        f"{prefix}_{name}": _positive_integer
+        for prefix in _BATCH_DEFAULTS
+        for name in ("SCHEDULE_DELAY", "EXPORT_TIMEOUT", "MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE")
+    },
+    "OTEL_METRIC_EXPORT_INTERVAL": _positive_number,  # milliseconds
+    "OTEL_METRIC_EXPORT_TIMEOUT": _positive_number,
+    **{
+        f"OTEL_EXPORTER_OTLP{signal}_{name}": parse
+        for signal in ("", "_TRACES", "_METRICS", "_LOGS")
+        for name, parse in (("TIMEOUT", _positive_number), ("COMPRESSION", _choice(("gzip", "deflate", "none"))))
+    },  # the timeout in seconds (SDK 1.45)
+}
+
+
+def _check_sdk_variables(env: Mapping[str, str]) -> tuple[list[ConfigProblem], dict[str, str | None]]:
+    """The SDK variables of ``env`` that are not valid, and what each should become: None to be removed (the
+    SDK's default), or a value. A batch larger than its queue (which the SDK refuses) becomes the queue's size."""
+    problems: list[ConfigProblem] = []
+    fixes: dict[str, str | None] = {}
+    for variable, parse in SDK_VARIABLES.items():
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        try:
+            parse(raw)
+        except _Invalid as err:
+            problems.append(ConfigProblem(variable, raw, str(err), "the SDK default"))
+            fixes[variable] = None
+    for prefix, (default_queue, default_batch) in _BATCH_DEFAULTS.items():
+        queue_variable, batch_variable = f"{prefix}_MAX_QUEUE_SIZE", f"{prefix}_MAX_EXPORT_BATCH_SIZE"
+        queue = int(env[queue_variable]) if queue_variable in env and queue_variable not in fixes else default_queue
+        batch = int(env[batch_variable]) if batch_variable in env and batch_variable not in fixes else default_batch
+        if batch > queue:
+            given = batch_variable in env and batch_variable not in fixes
+            shown = env[batch_variable] if given else f"{batch} (the SDK default)"
+            allowed = f"at most {queue_variable} ({queue})"
+            problems.append(ConfigProblem(batch_variable, shown, allowed, str(queue)))
+            fixes[batch_variable] = str(queue)
+    return problems, fixes
+
+
+_SET_ASIDE: list[ConfigProblem] = []  # set aside as otel_kit was imported: reported until an ``init()`` logs them
+
+
+def set_aside_bad_sdk_values(report_later: bool = False) -> list[ConfigProblem]:
+    """Take the SDK variables that are not valid out of ``os.environ`` (a batch larger than its queue is set to
+    the queue's size); returns the problems, and with ``report_later`` keeps them for ``load_settings`` to report
+    (the values are gone from the environment) until ``forget_set_aside()``."""
+    problems, fixes = _check_sdk_variables(os.environ)
+    for variable, value in fixes.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+    if report_later:
+        _SET_ASIDE.extend(problems)
+    return problems
+
+
+def forget_set_aside() -> None:
+    """Stop reporting what was set aside as otel_kit was imported: an ``init()`` has logged it."""
+    _SET_ASIDE.clear()
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[Settings, list[ConfigProblem]]:
@@ -296,4 +411,7 @@ def load_settings(
                 except _Invalid as err:
                     problems.append(ConfigProblem(variable, raw, str(err), "the general OTLP setting"))
 
+    if environ is None:
+        problems.extend(_SET_ASIDE)
+    problems.extend(_check_sdk_variables(env)[0])
     return Settings(**values), problems

@@ -22,7 +22,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from otel_kit._internal import logs, selfmetrics
-from otel_kit._internal.config import ConfigProblem, Settings, load_settings
+from otel_kit._internal.config import (
+    ConfigProblem,
+    Settings,
+    forget_set_aside,
+    load_settings,
+    set_aside_bad_sdk_values,
+)
 from otel_kit._internal.metrics import PrometheusEndpoint, build_meter_provider
 from otel_kit._internal.propagation import build_propagator, install_log_guards
 from otel_kit._internal.redaction import default_scrubber
@@ -221,7 +227,9 @@ def _build(
     log_processors: Sequence[LogRecordProcessor],
     log_stream: IO[str] | None,
 ) -> Handle:
-    settings, problems = load_settings(requested)
+    settings, problems = load_settings(requested)  # with the SDK values set aside as otel_kit was imported
+    forget_set_aside()  # logged below, by this init()
+    set_aside_bad_sdk_values()  # the SDK reads them as the providers are built: its defaults stand in
     for name, value in _SDK_DEFAULTS.items():
         os.environ.setdefault(name, value)
     resource = build_resource(settings)

@@ -8,7 +8,7 @@ The SDK reads some standard variables itself and raises on values it cannot use:
 is imported, the batch, metric export and OTLP exporter settings as ``init()`` builds the providers. One bad value
 there would stop the application's import of otel_kit, or cost it every signal. Those variables are checked too
 (``SDK_VARIABLES``), as ``otel_kit`` is imported and again by ``init()``: a bad value is taken out of the
-environment, so the SDK uses its default, and reported like any other.
+environment, so the default applies, and reported like any other.
 """
 
 from __future__ import annotations
@@ -319,7 +319,8 @@ SDK_VARIABLES: dict[str, Callable[[str], str]] = {
 
 def _check_sdk_variables(env: Mapping[str, str]) -> tuple[list[ConfigProblem], dict[str, str | None]]:
     """The SDK variables of ``env`` that are not valid, and what each should become: None to be removed (the
-    SDK's default), or a value. A batch larger than its queue (which the SDK refuses) becomes the queue's size."""
+    SDK's default, or the one ``init()`` sets), or a value. A batch larger than its queue (which the SDK refuses)
+    becomes the queue's size."""
     problems: list[ConfigProblem] = []
     fixes: dict[str, str | None] = {}
     for variable, parse in SDK_VARIABLES.items():
@@ -329,7 +330,7 @@ def _check_sdk_variables(env: Mapping[str, str]) -> tuple[list[ConfigProblem], d
         try:
             parse(raw)
         except _Invalid as err:
-            problems.append(ConfigProblem(variable, raw, str(err), "the SDK default"))
+            problems.append(ConfigProblem(variable, raw, str(err), "the default"))  # the SDK's or init()'s
             fixes[variable] = None
     for prefix, (default_queue, default_batch) in _BATCH_DEFAULTS.items():
         queue_variable, batch_variable = f"{prefix}_MAX_QUEUE_SIZE", f"{prefix}_MAX_EXPORT_BATCH_SIZE"

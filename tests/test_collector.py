@@ -7,6 +7,7 @@ by Prometheus from Debian, which takes the same remote-write protocol and answer
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,17 @@ def test_tls_with_a_private_ca_and_a_bearer_token(
             names = {s["name"] for _, s in tempo.spans()}
     assert names == {"trusting span"}
     assert failed == {"untrusting": {"traces": 1}, "trusting": {}}
+
+
+def test_a_collector_whose_port_was_taken_before_it_started_starts_on_new_ones() -> None:
+    """A free port can be taken between its choice and the collector's bind (an outgoing connection of any process
+    may get it): the harness starts the collector again on new ports instead of failing the test that needed it."""
+    collector = Collector([Path(__file__).resolve().parents[1] / "bench" / "collector-sink.yaml"])
+    taken = collector.grpc_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with collector:
+            assert collector.grpc_port != taken
+            assert collector.endpoint == f"http://127.0.0.1:{collector.grpc_port}"
+            assert httpx.get(f"http://127.0.0.1:{collector.health_port}/").status_code == 200

@@ -47,9 +47,17 @@ class ServerError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that were free a moment ago. They are held open together while
+    chosen: one after the other, the kernel may hand out a port it has just given back, twice to one server."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -117,7 +125,7 @@ class RabbitMQ:
     """A throwaway RabbitMQ node (Debian ``rabbitmq-server``) on free loopback ports, with its own epmd."""
 
     def __init__(self, start_timeout: float = 60.0) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_ports(2)
         self.url = f"amqp://guest:guest@{LOOPBACK}:{self.port}/%2F"
         self._timeout = start_timeout
         self._procs: list[ManagedProcess] = []
@@ -128,7 +136,7 @@ class RabbitMQ:
         server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
         if not Path(server).exists():
             raise ServerError("rabbitmq-server is not installed (Debian package rabbitmq-server); run ./run setup")
-        epmd_port, dist_port = free_port(), free_port()
+        epmd_port, dist_port = free_ports(2)
         self._env: dict[str, str] = {}
         (self._base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = {LOOPBACK}:{self.port}\nloopback_users = none\n"
@@ -217,20 +225,36 @@ class _ChildServer:
     def env(self) -> dict[str, str]:
         return {}
 
+    def choose_ports_again(self) -> bool:
+        """Pick new free ports for a start that lost one of them to another process; False if it cannot."""
+        return False
+
     def __enter__(self) -> Self:
+        for attempt in range(1, 4):
+            try:
+                self._start()
+            except ServerError as err:
+                self.__exit__(None, None, None)
+                # a port that was free when chosen can be taken before the server binds it (an outgoing
+                # connection of any process may get it as its own port): start again on new ones
+                if attempt < 3 and "address already in use" in str(err) and self.choose_ports_again():
+                    continue
+                raise
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+            return self
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _start(self) -> None:
         self._proc = proc = ManagedProcess(self.name, self.argv(), self.env(), self.workdir)
-        try:
-            wait_until(
-                lambda: proc.check_alive() is None and all(port_open(p) for p in self.ports),
-                self.start_timeout,
-                self.name,
-            )
-            if self.ready_path:
-                wait_until(lambda: _http_ok(self.url + self.ready_path), self.start_timeout, f"{self.name} ready")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        wait_until(
+            lambda: proc.check_alive() is None and all(port_open(p) for p in self.ports),
+            self.start_timeout,
+            self.name,
+        )
+        if self.ready_path:
+            wait_until(lambda: _http_ok(self.url + self.ready_path), self.start_timeout, f"{self.name} ready")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -265,7 +289,8 @@ class OtlpReceiver(_ChildServer):
     name = "otlp-receiver"
 
     def __init__(self, grpc_port: int | None = None, http_port: int | None = None) -> None:
-        self.grpc_port, self.http_port = grpc_port or free_port(), http_port or free_port()
+        chosen = free_ports(2)
+        self.grpc_port, self.http_port = grpc_port or chosen[0], http_port or chosen[1]
         super().__init__([self.grpc_port, self.http_port])
         self.out = self.workdir / "received.jsonl"
 
@@ -634,21 +659,27 @@ class Collector(_ChildServer):
     start_timeout = 60.0
 
     def __init__(self, overlays: list[str | Path], env: dict[str, str] | None = None, storage: Path | None = None):
-        self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
-        self.metrics_port = free_port()
-        super().__init__([self.grpc_port, self.http_port, self.health_port])
+        super().__init__([])
+        self.choose_ports_again()
         self.overlays = [p if Path(p).is_absolute() else COLLECTOR_DIR / "config" / p for p in overlays]
         self.storage = storage or self.workdir / "queue"
         self._env = env or {}
+
+    def choose_ports_again(self) -> bool:
+        ports = free_ports(6)
+        self.grpc_port, self.http_port, self.health_port, self.metrics_port = ports[:4]
+        self._zpages_port, self._pprof_port = ports[4:]
+        self.ports = [self.grpc_port, self.http_port, self.health_port]
         self.endpoint = f"http://{LOOPBACK}:{self.grpc_port}"
+        return True
 
     def env(self) -> dict[str, str]:
         return {
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{self.grpc_port}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"{LOOPBACK}:{self.health_port}",
-            "OTELCOL_ZPAGES_ENDPOINT": f"{LOOPBACK}:{free_port()}",
-            "OTELCOL_PPROF_ENDPOINT": f"{LOOPBACK}:{free_port()}",
+            "OTELCOL_ZPAGES_ENDPOINT": f"{LOOPBACK}:{self._zpages_port}",
+            "OTELCOL_PPROF_ENDPOINT": f"{LOOPBACK}:{self._pprof_port}",
             "OTELCOL_STORAGE_DIR": str(self.storage),
             "OTELCOL_METRICS_PORT": str(self.metrics_port),
             **self._env,

@@ -31,11 +31,15 @@ def stuck_collector() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
+def _by_signal(tel: testing.Capture, name: str) -> dict[str, int]:
+    """One of the toolkit's counters, by its ``signal`` attribute (empty when nothing was counted)."""
+    metric = tel.metrics().get(name)
+    points = metric.data.data_points if metric is not None else ()
+    return {p.attributes["signal"]: p.value for p in points}  # type: ignore[attr-defined]
+
+
 def _dropped(tel: testing.Capture) -> int:
-    metric = tel.metrics().get("otel_kit.queue.dropped")
-    if metric is None:
-        return 0
-    return sum(p.value for p in metric.data.data_points if p.attributes["signal"] == "traces")  # type: ignore[attr-defined]
+    return _by_signal(tel, "otel_kit.queue.dropped").get("traces", 0)
 
 
 def test_stuck_collector_never_blocks_spans_and_drops_are_counted(
@@ -74,14 +78,7 @@ def test_export_failures_are_counted_per_exporter(monkeypatch: pytest.MonkeyPatc
             with trace.get_tracer("t").start_as_current_span("lost"):
                 pass
             tel.handle.force_flush(3000)
-            ours = tel.metrics()["otel_kit.export.failed"].data.data_points
-            assert {p.attributes["signal"]: p.value for p in ours} == {"traces": 1}  # type: ignore[attr-defined]
-
-
-def _by_signal(tel: testing.Capture, name: str) -> dict[str, int]:
-    metric = tel.metrics().get(name)
-    points = metric.data.data_points if metric is not None else ()
-    return {p.attributes["signal"]: p.value for p in points}  # type: ignore[attr-defined]
+            assert _by_signal(tel, "otel_kit.export.failed") == {"traces": 1}
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -139,9 +136,8 @@ def test_a_failed_log_export_is_reported_on_stdout_and_not_exported_again(
             logging.getLogger("app").warning("the last line before the collector went away")
             for _ in range(2):  # the first flush fails to deliver the line; the second finds nothing new to send
                 assert tel.handle.force_flush(5_000) is True
-            failed = tel.metrics()["otel_kit.export.failed"].data.data_points
             # (only the log signal is this test's subject)
-            by_signal = {p.attributes["signal"]: p.value for p in failed}  # type: ignore[attr-defined]
+            by_signal = _by_signal(tel, "otel_kit.export.failed")
             assert by_signal.get("logs") == 1, by_signal
             assert tel.handle.shutdown() is True
     lines = tel.log_lines()

@@ -332,13 +332,17 @@ def _check_sdk_variables(env: Mapping[str, str]) -> tuple[list[ConfigProblem], d
         except _Invalid as err:
             problems.append(ConfigProblem(variable, raw, str(err), "the default"))  # the SDK's or init()'s
             fixes[variable] = None
+
+    def given(variable: str) -> str | None:  # a valid value the environment sets
+        return env[variable] if variable in env and variable not in fixes else None
+
     for prefix, (default_queue, default_batch) in _BATCH_DEFAULTS.items():
         queue_variable, batch_variable = f"{prefix}_MAX_QUEUE_SIZE", f"{prefix}_MAX_EXPORT_BATCH_SIZE"
-        queue = int(env[queue_variable]) if queue_variable in env and queue_variable not in fixes else default_queue
-        batch = int(env[batch_variable]) if batch_variable in env and batch_variable not in fixes else default_batch
+        queue_raw, batch_raw = given(queue_variable), given(batch_variable)
+        queue = int(queue_raw) if queue_raw is not None else default_queue
+        batch = int(batch_raw) if batch_raw is not None else default_batch
         if batch > queue:
-            given = batch_variable in env and batch_variable not in fixes
-            shown = env[batch_variable] if given else f"{batch} (the SDK default)"
+            shown = batch_raw if batch_raw is not None else f"{batch} (the SDK default)"
             allowed = f"at most {queue_variable} ({queue})"
             problems.append(ConfigProblem(batch_variable, shown, allowed, str(queue)))
             fixes[batch_variable] = str(queue)

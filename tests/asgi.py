@@ -25,6 +25,13 @@ def ping_app() -> Any:
 
 def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> tuple[int, dict[bytes, bytes]]:
     """Send one GET through the ASGI app; return status and response headers."""
+    status, response_headers, _ = request(app, headers, path)
+    return status, response_headers
+
+
+def request(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send one GET through the ASGI app, the header lines as given (repeats included); return status, response
+    headers and body."""
     sent: list[dict[str, Any]] = []
     path, _, query = path.partition("?")
 
@@ -50,4 +57,5 @@ def call(app: Any, headers: list[tuple[bytes, bytes]], path: str = "/ping") -> t
     }
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], dict(start["headers"])
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body

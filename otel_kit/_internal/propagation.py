@@ -10,17 +10,26 @@ servers and clients, RabbitMQ, botocore) reads and writes the same four kinds of
 ``X-Correlation-ID``      the correlation id (``X-Request-ID`` is accepted on the way in)
 ========================  ===========================================================
 
+A header that arrives several times is read as its field lines joined with ``","`` (RFC 9110, section 5.3), by
+every carrier: two ``traceparent`` lines make one invalid value (a fresh trace starts), several ``tracestate`` or
+``baggage`` lines one list. ``tracestate`` is parsed by the current W3C Trace Context Level 2 text
+(``parse_tracestate``), where the SDK's parser follows Level 1.
+
 Hostile input is contained: an exception inside any propagator is caught, a malformed header is ignored (a
-fresh trace or id starts) and counted in ``otel_kit.propagation.rejected``, and raw header values are kept out of
-the SDK's own warning messages.
+fresh trace or id starts) and counted once per request in ``otel_kit.propagation.rejected``, found by what the
+extraction kept, not by what the SDK logged; the SDK's warnings that would echo a header's value are rewritten
+without it (``install_log_guards``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import unquote_plus
 
-from opentelemetry import baggage
+from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.aws import AwsXRayPropagator
@@ -32,6 +41,7 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
+from opentelemetry.trace import TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_kit._internal import correlation
@@ -40,9 +50,13 @@ from otel_kit._internal.selfmetrics import PROPAGATION_REJECTED, counts
 __all__ = [
     "CorrelationPropagator",
     "HardenedPropagator",
+    "TraceContextPropagator",
+    "add_header",
     "build_propagator",
     "install_log_guards",
+    "joined",
     "lower_case_getter",
+    "parse_tracestate",
 ]
 
 _log = logging.getLogger("otel_kit.propagation")
@@ -63,6 +77,46 @@ def _first(getter: Getter[CarrierT], carrier: CarrierT, *names: str) -> str | No
     return None
 
 
+def joined(values: object) -> str | None:
+    """One header's field lines as one value, joined with "," (RFC 9110, section 5.3): a string as it is, a list or
+    tuple of strings (or UTF-8 bytes) joined, anything else None."""
+    if isinstance(values, str):
+        return values
+    if isinstance(values, bytes):
+        try:
+            return values.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(values, (list, tuple)):
+        parts = [joined(v) for v in values if not isinstance(v, (list, tuple))]
+        kept = [p for p in parts if p is not None]
+        return ",".join(kept) if kept and len(kept) == len(values) else None
+    return None
+
+
+def add_header(carrier: MutableMapping[str, str], name: str, value: str) -> None:
+    """Add a field line to a carrier keyed by lower-case name: a repeated header's lines are joined with ","."""
+    key = name.lower()
+    known = carrier.get(key)
+    carrier[key] = value if known is None else f"{known},{value}"
+
+
+class _JoinedGetter(Getter[Any]):
+    """Any getter, with a repeated header's values joined into one (RFC 9110, section 5.3) before a propagator
+    reads it: the SDK's propagators read only the first value of a list, so a second ``traceparent`` would be
+    ignored instead of making the header invalid."""
+
+    def __init__(self, getter: Getter[Any]) -> None:
+        self._getter = getter
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        value = joined(self._getter.get(carrier, key))
+        return [value] if value is not None else None
+
+    def keys(self, carrier: Any) -> list[str]:
+        return self._getter.keys(carrier)
+
+
 class _LowerCaseGetter(Getter[Mapping[str, str]]):
     """Header lookup in a dict whose keys were lower-cased once (HTTP header names are case-insensitive)."""
 
@@ -75,6 +129,128 @@ class _LowerCaseGetter(Getter[Mapping[str, str]]):
 
 
 lower_case_getter = _LowerCaseGetter()
+
+
+# --- tracestate, W3C Trace Context Level 2 -------------------------------------------------------------------
+# Section "tracestate Header Field Values": list = list-member 0*31( OWS "," OWS list-member ),
+# list-member = (key "=" value) / OWS; key = ( lcalpha / DIGIT ) 0*255 ( keychar ), keychar = lcalpha / DIGIT /
+# "_" / "-" / "*" / "/" / "@"; value = 0*255(chr) nblk-chr. Level 1's separate multi-tenant form
+# (tenant 0*240, "@", system 0*13) is folded into the one key rule, which the SDK 1.45 parser does not follow.
+_TRACESTATE_KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
+_TRACESTATE_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_TRACESTATE_MEMBER = re.compile(f"({_TRACESTATE_KEY})=({_TRACESTATE_VALUE})")
+TRACESTATE_MAX_MEMBERS = 32
+TRACESTATE_MAX_LENGTH = 8192  # the SDK's bound on the combined header: no list of 32 valid members comes near it
+
+
+def parse_tracestate(value: str) -> tuple[list[tuple[str, str]], bool]:
+    """The list members of a combined ``tracestate`` value, and whether anything in it was rejected.
+
+    Following the Level 2 text: empty and whitespace-only members are skipped; spaces and tabs around a member are
+    optional whitespace (leading spaces of a value are kept, trailing ones are not part of it); a member that does
+    not match the grammar, or a list of more than 32 members, discards the whole header (section "Processing
+    Model": "If the tracestate header cannot be parsed the vendor MAY discard the entire header", as the W3C test
+    suite expects at its strict level); a repeated key keeps its first, left-most, value (section "Combined Header
+    Value"; keeping one of them is what the test suite accepts), the repeat counted as rejected.
+    """
+    if len(value) > TRACESTATE_MAX_LENGTH:
+        return [], True
+    pairs: dict[str, str] = {}
+    rejected = False
+    for member in value.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        match = _TRACESTATE_MEMBER.fullmatch(member)
+        if match is None:
+            return [], True
+        key, val = match.groups()
+        if key in pairs:
+            rejected = True
+            continue
+        pairs[key] = val
+        if len(pairs) > TRACESTATE_MAX_MEMBERS:
+            return [], True
+    return list(pairs.items()), rejected
+
+
+def _trace_state(pairs: list[tuple[str, str]]) -> TraceState:
+    """A ``TraceState`` holding ``pairs`` as parsed. The SDK's constructor would check them again by Level 1's key
+    rule and drop, with a warning naming them, the keys Level 2 allows (``foo@``, ``1vendor``), so its mapping is
+    filled directly (SDK 1.45 internals, covered by tests)."""
+    state = TraceState()
+    state._dict = dict(pairs)
+    return state
+
+
+class _HideTraceState(Getter[Any]):
+    """A getter that answers every header but ``tracestate``, which ``TraceContextPropagator`` parses itself."""
+
+    def __init__(self, getter: Getter[Any]) -> None:
+        self._getter = getter
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        if key.lower() == "tracestate":
+            return None
+        return self._getter.get(carrier, key)
+
+    def keys(self, carrier: Any) -> list[str]:
+        return self._getter.keys(carrier)
+
+
+class TraceContextPropagator(TraceContextTextMapPropagator):
+    """The SDK's W3C trace-context propagator, with ``tracestate`` parsed by ``parse_tracestate``.
+
+    ``traceparent`` is parsed by the SDK. With a valid one, the received ``tracestate`` is kept as the Level 2 text
+    says; with none or an invalid one, ``tracestate`` is discarded (section "Processing Model", "If a tracestate
+    header is received without an accompanying traceparent header, it is invalid and MUST be discarded"). A
+    ``tracestate`` rejected in whole or in part is counted once under ``tracestate``.
+    """
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter
+    ) -> Context:
+        given = context if context is not None else get_current()
+        ctx = super().extract(carrier, given, getter=_HideTraceState(getter))
+        if ctx is given:
+            return ctx
+        span_context = trace.get_current_span(ctx).get_span_context()
+        raw = _first(getter, carrier, "tracestate")
+        pairs: list[tuple[str, str]] = []
+        if raw is not None:
+            pairs, rejected = parse_tracestate(raw)
+            if rejected:
+                counts().add(PROPAGATION_REJECTED, "tracestate")
+        parsed = trace.SpanContext(
+            trace_id=span_context.trace_id,
+            span_id=span_context.span_id,
+            is_remote=True,
+            trace_flags=span_context.trace_flags,
+            trace_state=_trace_state(pairs) if pairs else None,
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(parsed), given)
+
+
+def _baggage_rejected(carrier: Any, getter: Getter[Any], ctx: Context) -> bool:
+    """Whether the W3C baggage propagator dropped any member of the received ``baggage`` header: the keys it names
+    against the keys ``ctx`` holds (the SDK says what it dropped only in warnings, which the logger's level may
+    hide)."""
+    header = _first(getter, carrier, "baggage")
+    if not header:
+        return False
+    if len(header.encode("utf-8", "replace")) > W3CBaggagePropagator._MAX_HEADER_LENGTH:
+        return True
+    kept = baggage.get_all(ctx)
+    for member in header.split(","):
+        if not member.strip(" \t"):
+            continue
+        try:
+            key = unquote_plus(member.split("=", 1)[0].strip(" \t")).strip()
+        except Exception:
+            return True
+        if "=" not in member or key not in kept:
+            return True
+    return False
 
 
 class CorrelationPropagator(TextMapPropagator):
@@ -137,6 +313,8 @@ class HardenedPropagator(TextMapPropagator):
     ) -> Context:
         ctx = context if context is not None else Context()
         lower_case = getter is lower_case_getter and isinstance(carrier, Mapping)
+        if not lower_case:  # the toolkit's carriers hold one joined value per header already
+            getter = _JoinedGetter(getter)
         for (propagator, trace_header), headers in zip(self._propagators, self._headers, strict=True):
             if lower_case and headers is not None and headers.isdisjoint(carrier):  # type: ignore[arg-type]
                 continue
@@ -150,6 +328,8 @@ class HardenedPropagator(TextMapPropagator):
             # header, and a new one when they accept it (even for the parent an earlier header already gave)
             if trace_header and ctx is given and _first(getter, carrier, trace_header):
                 counts().add(PROPAGATION_REJECTED, trace_header.lower())
+            elif isinstance(propagator, W3CBaggagePropagator) and _baggage_rejected(carrier, getter, ctx):
+                counts().add(PROPAGATION_REJECTED, "baggage")
         return ctx
 
     def inject(
@@ -174,25 +354,42 @@ def build_propagator() -> HardenedPropagator:
     return HardenedPropagator(
         [
             (AwsXRayPropagator(), "X-Amzn-Trace-Id"),
-            (TraceContextTextMapPropagator(), "traceparent"),
+            (TraceContextPropagator(), "traceparent"),
             (W3CBaggagePropagator(), None),
             (CorrelationPropagator(), None),
         ]
     )
 
 
+# %-style conversions of a logging message, replaced when the record's arguments are dropped
+_CONVERSION = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa]")
+
+
 class _NoRawHeaderValues(logging.Filter):
-    """Rewrites the SDK's propagation warnings so a header's raw value never reaches a log line."""
+    """Drops the arguments of the SDK's warnings on loggers that may echo what a header carried (a tracestate or
+    baggage member, an X-Ray header): the message stays, each value reads ``[value not logged]``. Counting is the
+    propagators' job: this only keeps raw values out of log lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "baggage" in record.name:  # malformed X-Ray headers are counted by HardenedPropagator
-            counts().add(PROPAGATION_REJECTED, "baggage")
-        record.msg = "ignored a malformed or oversized %s header entry"
-        record.args = ("baggage" if "baggage" in record.name else "X-Amzn-Trace-Id",)
-        return record.levelno >= logging.WARNING
+        msg: Any = record.msg
+        if isinstance(msg, tuple) and msg and isinstance(msg[0], str):
+            msg = msg[0]  # the X-Ray propagator logs its error's (format, *values) tuple as the message
+        if not isinstance(msg, str):
+            record.msg, record.args = f"{record.name}: a message that may quote a header was not logged", None
+        elif record.args or msg is not record.msg:
+            record.msg, record.args = _CONVERSION.sub("[value not logged]", msg).replace("%%", "%"), None
+        return True
 
 
-_GUARDED_LOGGERS = ("opentelemetry.baggage.propagation", "opentelemetry.propagators.aws.aws_xray_propagator")
+# Every SDK logger whose messages can carry a received header's content (read in opentelemetry-api 1.45 and
+# opentelemetry-propagator-aws-xray 1.0): the baggage propagator names a rejected member or the whole header,
+# TraceState names rejected keys and values, the X-Ray propagator's parse errors quote the header.
+_GUARDED_LOGGERS = (
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.trace.span",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.propagators.aws.aws_xray_propagator",
+)
 
 
 def install_log_guards() -> None:

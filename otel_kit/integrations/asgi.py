@@ -5,7 +5,8 @@ collects and decodes every header into attributes, records five instruments and,
 message); this one costs a fraction of that (``bench/``). What it records, per the HTTP semantic conventions:
 
 - span ``{method} {route}`` (``{method}`` when no route matched), kind SERVER, parent from the incoming headers
-  (``traceparent``, ``X-Amzn-Trace-Id``), attributes ``http.request.method``, ``url.path``, ``url.scheme``,
+  (``traceparent``, ``X-Amzn-Trace-Id``; a header sent several times is read as its lines joined with ","),
+  attributes ``http.request.method``, ``url.path``, ``url.scheme``,
   ``http.route``, ``http.response.status_code``, ``network.protocol.version``, ``client.address``,
   ``user_agent.original`` and ``correlation_id``; status ERROR for 5xx and for an exception (recorded, re-raised);
 - histogram ``http.server.request.duration`` (s) by method, route, status, scheme and ``error.type``;
@@ -62,7 +63,11 @@ class OtelKitASGIMiddleware:
             await self.app(scope, receive, _flush_at_shutdown(send) if scope.get("type") == "lifespan" else send)
             return
         raw_headers = scope.get("headers") or ()
-        carrier = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        carrier: dict[str, str] = {}
+        for k, v in raw_headers:  # a repeated header is its field lines joined with "," (RFC 9110, section 5.3)
+            name = k.decode("latin-1").lower()
+            value = v.decode("latin-1")
+            carrier[name] = value if name not in carrier else f"{carrier[name]},{value}"
         ctx = propagate.extract(carrier, getter=lower_case_getter)  # the correlation id is chosen here too
         cid = correlation.get_correlation_id(ctx) or correlation.new_correlation_id()
         cid_bytes = cid.encode("latin-1")

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_kit._internal import correlation
 from otel_kit._internal.logs import LAMBDA_REQUEST_ID
-from otel_kit._internal.propagation import lower_case_getter
+from otel_kit._internal.propagation import add_header, joined, lower_case_getter
 
 __all__ = ["lambda_handler"]
 
@@ -39,9 +39,17 @@ def _carrier(event: Any) -> dict[str, str]:
         carrier["x-amzn-trace-id"] = trace_env
     if not isinstance(event, Mapping):
         return carrier
-    headers = event.get("headers")
+    # API Gateway's REST APIs and ALB targets pass a repeated header's lines in multiValueHeaders (REST APIs keep
+    # only the last one in headers); HTTP APIs join them with "," in headers themselves
+    multi = event.get("multiValueHeaders")
+    headers = multi if isinstance(multi, Mapping) and multi else event.get("headers")
     if isinstance(headers, Mapping):
-        carrier.update({str(k).lower(): v for k, v in headers.items() if isinstance(v, str)})
+        http: dict[str, str] = {}
+        for name, value in headers.items():
+            text = joined(value)
+            if text is not None:
+                add_header(http, str(name), text)  # names that differ only in case are one header
+        carrier.update(http)
     detail = event.get("detail") if "detail-type" in event else None
     if isinstance(detail, Mapping):  # EventBridge: the producer put its context in the event's detail
         for key, header in (

@@ -19,6 +19,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind
 
+from otel_kit._internal.propagation import joined
+
 __all__ = ["HeaderGetter", "process_span", "publish_span"]
 
 TRACER_NAME = "otel_kit.messaging"
@@ -26,19 +28,21 @@ _DEFAULT_EXCHANGE = "amq.default"
 
 
 class HeaderGetter(Getter[MutableMapping[str, Any]]):
-    """Reads AMQP headers, any letter case; values may be ``str`` or ``bytes``, anything else counts as absent."""
+    """Reads AMQP headers, any letter case; values may be ``str``, UTF-8 ``bytes`` or an array of them (joined with
+    ","), anything else counts as absent."""
 
     def get(self, carrier: MutableMapping[str, Any], key: str) -> list[str] | None:
-        value = carrier.get(key)
-        if value is None:  # another producer may have spelled the header differently
-            lowered = key.lower()
-            value = next((v for k, v in carrier.items() if isinstance(k, str) and k.lower() == lowered), None)
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-        return [value] if isinstance(value, str) else None
+        lowered = key.lower()
+        # every spelling of the name (producers differ), in the table's order, each value text or an array of
+        # text: one header, its values joined with "," as repeated HTTP headers are
+        values: list[Any] = []
+        for k, v in carrier.items():
+            if isinstance(k, str) and k.lower() == lowered:
+                values.extend(v if isinstance(v, (list, tuple)) else (v,))
+        if not values:
+            return None
+        value = joined(values)
+        return [value] if value is not None else None
 
     def keys(self, carrier: MutableMapping[str, Any]) -> list[str]:
         return [str(k) for k in carrier]

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
-from demo_services.stack.servers import free_port
+from demo_services.stack.servers import OtlpReceiver, attributes, free_port
 from otel_kit import testing
 from otel_kit._internal.metrics import HTTP_DURATION_ATTRIBUTES, HTTP_DURATION_BUCKETS, OVERFLOW_ATTRIBUTE
 from tests.asgi import call, ping_app
@@ -129,3 +129,72 @@ def test_self_metrics_are_scraped_under_the_names_the_alerts_and_dashboards_use(
     lines = body.splitlines()
     assert any(line.startswith("otel_kit_export_failed_total{") and 'signal="traces"} 2.0' in line for line in lines)
     assert any(line.startswith("otel_kit_queue_dropped_total{") and 'signal="logs"} 1.0' in line for line in lines)
+
+
+def _many_routes(app: object, routes: int) -> None:
+    for n in range(routes):
+        assert call(app, [], f"/items/{n}")[0] == 200
+
+
+def _routes_app() -> object:
+    from fastapi import FastAPI
+
+    import otel_kit
+
+    app = FastAPI()
+    for n in range(30):
+        app.add_api_route(f"/items/{n}", lambda: {"ok": True}, methods=["GET"])
+    return otel_kit.instrument_fastapi(app)
+
+
+def test_http_duration_beyond_the_limit_lands_in_the_marked_overflow_series() -> None:
+    """``http.server.request.duration`` has a view with an attribute allow-list, which used to filter the marker
+    out: the overflow went to a series with no attributes at all."""
+    with testing.capture("svc", series_limit=10) as tel:
+        _many_routes(_routes_app(), 30)
+        points = list(tel.metrics()["http.server.request.duration"].data.data_points)
+    assert len(points) == 10
+    overflow = [p for p in points if p.attributes == {OVERFLOW_ATTRIBUTE: True}]
+    assert len(overflow) == 1 and overflow[0].count == 21  # type: ignore[union-attr]
+    assert all(p.attributes for p in points)
+    assert sum(p.count for p in points) == 30  # type: ignore[union-attr]
+
+
+@pytest.mark.e2e
+def test_http_duration_overflow_series_reaches_prometheus_and_otlp(otlp_receiver: OtlpReceiver) -> None:
+    """Through the real exporters: the series a scrape of ``/metrics`` shows, and what the OTLP exporter sends to a
+    receiving process."""
+    port = free_port()
+    with testing.capture(
+        "svc",
+        series_limit=10,
+        metrics_exporter="prometheus,otlp",
+        prometheus_host="127.0.0.1",
+        prometheus_port=port,
+        endpoint=f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+    ) as tel:
+        _many_routes(_routes_app(), 30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+        tel.handle.force_flush()
+    counts = [line for line in body.splitlines() if line.startswith("http_server_request_duration_seconds_count{")]
+    assert len(counts) == 10
+    (overflow_line,) = [line for line in counts if 'otel_metric_overflow="true"' in line]
+    assert overflow_line.endswith(" 21.0") and 'http_route=""' in overflow_line  # the exporter fills in empty labels
+    assert all('http_route="/items/' in line for line in counts if line != overflow_line)
+    received = [m for _, m in otlp_receiver.metrics() if m["name"] == "http.server.request.duration"]
+    points = [p for m in received for p in m["histogram"]["dataPoints"]]
+    overflow = [p for p in points if attributes(p.get("attributes", [])) == {OVERFLOW_ATTRIBUTE: True}]
+    assert overflow and int(overflow[-1]["count"]) == 21
+    assert all(p.get("attributes") for p in points)
+
+
+def test_http_client_duration_beyond_the_limit_keeps_the_overflow_marker() -> None:
+    """The client histogram's view allow-lists ``server.address``; a client calling many hosts overflows."""
+    with testing.capture("svc", series_limit=10) as tel:
+        histogram = metrics.get_meter("client").create_histogram("http.client.request.duration", unit="s")
+        for host in range(25):
+            histogram.record(0.01, {"http.request.method": "GET", "server.address": f"h{host}", "url.full": "x"})
+        points = list(tel.metrics()["http.client.request.duration"].data.data_points)
+    assert len(points) == 10
+    assert [p.count for p in points if p.attributes == {OVERFLOW_ATTRIBUTE: True}] == [16]  # type: ignore[union-attr]

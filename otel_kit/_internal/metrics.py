@@ -8,6 +8,7 @@ Two layers keep the number of series bounded:
    so ``_guard_series`` adds the one the OpenTelemetry specification describes: once a metric holds
    ``limit - 1`` series, measurements for new attribute sets go to one series marked
    ``otel.metric.overflow=true``, and each such measurement is counted in ``otel_kit.metric.series_overflow``.
+   Instruments with a view keep the marker too: it is added to the view's attribute allow-list.
    The limit holds for the toolkit's providers only: any other ``MeterProvider`` in the process (an
    application's own, a library's) aggregates as the SDK does.
 """
@@ -117,6 +118,10 @@ def _guard_series(provider: MeterProvider, limit: int) -> None:
                 if _vim._hash_attributes(attributes) not in series:
                     counts().add(SERIES_OVERFLOW, self._name)
                     measurement = dataclasses.replace(measurement, attributes={OVERFLOW_ATTRIBUTE: True})
+                    if keys is not None and OVERFLOW_ATTRIBUTE not in keys:
+                        # a view's allow-list would filter the marker out and fold the overflow into the series
+                        # without attributes; the marker is the specification's own, no measurement carries it
+                        self._view._attribute_keys = {*keys, OVERFLOW_ATTRIBUTE}
             original(self, measurement, should_sample_exemplar)
 
         _vim._ViewInstrumentMatch.consume_measurement = consume_measurement  # type: ignore[method-assign]

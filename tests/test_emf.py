@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -139,3 +142,54 @@ def test_the_trace_id_of_the_lambda_span_is_the_events(output: LambdaOutput) -> 
     span = next(s for s in tel.spans() if s.attributes.get("faas.invocation_id") == "req-9")
     assert format_trace_id(span.context.trace_id) == TRACE
     assert span.attributes["faas.trigger"] == "pubsub"
+
+
+_SHARED_STDOUT = """
+import logging, sys, threading
+import otel_kit
+from opentelemetry import metrics
+
+background = sys.argv[1] == "background"
+handle = otel_kit.init("svc", metrics_exporter="emf", traces_exporter="none", logs_exporter="none",
+                       log_background=background)
+counter = metrics.get_meter("shop").create_counter("shop.orders")
+log = logging.getLogger("shop")
+
+def log_lines(n):
+    for i in range(1500):
+        log.info("line %d of writer %d", i, n, extra={"order": i})
+
+def export_emf():
+    for i in range(300):
+        for channel in range(5):
+            counter.add(1, {"channel": str(channel)})
+        handle.force_flush()
+
+threads = [threading.Thread(target=log_lines, args=(n,)) for n in range(2)] + [threading.Thread(target=export_emf)]
+for t in threads: t.start()
+for t in threads: t.join()
+otel_kit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("mode", ["background", "caller"])
+def test_emf_documents_and_log_lines_share_stdout_one_json_object_a_line(mode: str) -> None:
+    """Threads log while another exports EMF, all to one unbuffered stdout pipe, as in a Lambda function or a
+    container. The EMF exporter used to write a document and its newline in two writes outside the log writer's
+    lock, so a batch of log lines could land between them."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARED_STDOUT, mode], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    documents = logs = 0
+    for line in done.stdout.splitlines():
+        parsed = json.loads(line)  # exactly one JSON object a line, or this raises
+        assert isinstance(parsed, dict)
+        assert parsed.get("level") != "WARNING", parsed
+        if "_aws" in parsed:
+            documents += 1
+        elif parsed.get("logger") == "shop":
+            logs += 1
+    assert logs == 3000
+    assert documents == 1500  # 5 channels, 300 exports

@@ -1,8 +1,10 @@
 """Metrics as CloudWatch Embedded Metric Format (EMF) JSON lines, for where no collector runs (AWS Lambda).
 
 ``OTEL_METRICS_EXPORTER=emf``: every export writes one JSON document per metric attribute set to standard output,
-where the Lambda runtime hands it to CloudWatch Logs, which extracts the metrics. ``@otel_kit.lambda_handler``
-flushes at the end of each invocation, so each invocation's measurements leave before the sandbox freezes.
+where the Lambda runtime hands it to CloudWatch Logs, which extracts the metrics. An export's documents go out in
+one write under the lock of the toolkit's JSON log lines (``streams``), so the two never interleave.
+``@otel_kit.lambda_handler`` flushes at the end of each invocation, so each invocation's measurements leave before
+the sandbox freezes.
 
 Counters and histograms are exported as deltas (what happened since the last export). A counter or gauge becomes
 a number; a histogram becomes a statistic set ``{"Count", "Sum", "Min", "Max"}`` (the form the collector's EMF
@@ -39,6 +41,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
 from otel_kit._internal.selfmetrics import EXPORT_FAILED, counts
+from otel_kit._internal.streams import write_lines
 
 __all__ = ["MAX_DIMENSIONS", "MAX_METRICS_PER_DOCUMENT", "EmfMetricExporter", "EmfRuleError", "check_name"]
 
@@ -111,13 +114,14 @@ class EmfMetricExporter(MetricExporter):
                         key = tuple(sorted((str(k), str(v)) for k, v in (point.attributes or {}).items()))
                         groups[key].append((metric.name, _unit(metric.unit), value))
                         timestamp = max(timestamp, point.time_unix_nano // 1_000_000)
-        stream = self._stream or sys.stdout
-        for dimensions, values in groups.items():
-            for start in range(0, len(values), MAX_METRICS_PER_DOCUMENT):
-                chunk = values[start : start + MAX_METRICS_PER_DOCUMENT]
-                stream.write(json.dumps(self._document(timestamp, dict(dimensions), chunk)))
-                stream.write("\n")
-        stream.flush()
+        lines = [
+            json.dumps(self._document(timestamp, dict(dimensions), values[start : start + MAX_METRICS_PER_DOCUMENT]))
+            + "\n"
+            for dimensions, values in groups.items()
+            for start in range(0, len(values), MAX_METRICS_PER_DOCUMENT)
+        ]
+        if lines:  # one write under the lock of the JSON log lines that share the stream
+            write_lines(self._stream or sys.stdout, "".join(lines))
         return MetricExportResult.SUCCESS
 
     def _document(self, timestamp: int, dimensions: dict[str, str], values: Sequence[tuple[str, str, Any]]) -> Any:

@@ -54,6 +54,7 @@ from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
 from otel_kit._internal.logwriter import BackgroundLogHandler
 from otel_kit._internal.redaction import Scrubber, scrub_record
+from otel_kit._internal.streams import OUTPUT_LOCK
 from otel_kit._internal.tracing import plain_attributes
 
 __all__ = [
@@ -261,7 +262,11 @@ class _LeanBatchLogRecordProcessor(BatchLogRecordProcessor):
 
 
 class _OtelKitStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the toolkit's stdout handler so a second ``init()`` replaces it instead of adding another."""
+    """The toolkit's stdout handler (a second ``init()`` replaces it instead of adding another); it writes under
+    ``streams.OUTPUT_LOCK``, the lock of every other line the toolkit writes (EMF documents)."""
+
+    def createLock(self) -> None:  # logging's name
+        self.lock = OUTPUT_LOCK
 
 
 # Fields of the JSON line that an OTLP log record carries in its own fields (trace and span id), in its resource

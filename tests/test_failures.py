@@ -105,3 +105,45 @@ def test_broken_message_headers_start_fresh_and_never_raise(tel: testing.Capture
     consumer = tel.spans()[0]
     assert consumer.context.span_id == span.get_span_context().span_id
     assert consumer.parent is None and consumer.links == ()
+
+
+def test_every_failed_span_says_why_in_its_status(tel: testing.Capture) -> None:
+    """A 5xx answered without an exception used to end in error with no description: the demo report read
+    ``payments: POST /charges: (no message)``. Each failed span names its exception or its status code."""
+    from fastapi.responses import JSONResponse
+
+    fast = FastAPI()
+
+    @fast.post("/charges")
+    async def charge() -> JSONResponse:
+        return JSONResponse({"error": "provider down"}, status_code=503)
+
+    @fast.get("/crash")
+    async def crash() -> None:
+        raise KeyError("sku-9")
+
+    otel_kit.instrument_fastapi(fast)
+    from tests.asgi import request
+
+    async def post_scope_app(scope: Any, receive: Any, send: Any) -> None:
+        await fast(dict(scope, method="POST", path="/charges", raw_path=b"/charges"), receive, send)
+
+    assert request(post_scope_app, [], "/charges")[0] == 503
+    with pytest.raises(KeyError):
+        call(fast, [], "/crash")
+
+    flask_app = Flask("described")
+
+    @flask_app.get("/stock")
+    def stock() -> Any:
+        return {"error": "database busy"}, 503
+
+    otel_kit.instrument_flask(flask_app)
+    assert flask_app.test_client().get("/stock").status_code == 503
+
+    described = {s.name: s.status.description for s in tel.spans() if s.status.status_code is StatusCode.ERROR}
+    assert described == {
+        "POST /charges": "503 Service Unavailable",
+        "GET /crash": "KeyError: 'sku-9'",
+        "GET /stock": "503 Service Unavailable",
+    }

@@ -358,11 +358,11 @@ class Report:
         return lines
 
     def top_errors(self, n: int = 5) -> list[str]:
-        errors = Counter(  # an HTTP client span of a 4xx/5xx without a message only echoes the server's answer
+        errors = Counter(  # an HTTP client span of a 4xx/5xx with no exception only echoes the server's answer
             (svc, s["name"], s.get("status", {}).get("message", ""))
             for svc, s in self.spans
             if s.get("status", {}).get("code") == "STATUS_CODE_ERROR"
-            and (s.get("kind") != "SPAN_KIND_CLIENT" or s.get("status", {}).get("message"))
+            and (s.get("kind") != "SPAN_KIND_CLIENT" or any(e.get("name") == "exception" for e in s.get("events", [])))
         )
         lines: list[str] = []
         for (svc, name, message), count in errors.most_common(n):

@@ -1,7 +1,8 @@
 """Tracing: the TracerProvider, its sampler and X-Ray-compatible ids, and the processors ``init()`` installs.
 
 The provider's own span processor is ``KitSpanProcessor``: when a span starts it stamps ``correlation_id`` on it;
-when a span ends it scrubs it and, for an error, writes one ERROR log line with the stack. Then it hands the span
+when a span ends it scrubs it and, for an error, gives it a description when it has none (its exception, HTTP
+status or ``error.type``) and writes one ERROR log line with the stack. Then it hands the span
 to the processors added to the provider, in order: a ``BatchSpanProcessor`` per exporter (bounded queue,
 background export: a dead collector never blocks), then any given to ``init()``. Doing the toolkit's work in the
 provider's processor, not in one more processor beside the exporters', guarantees that no processor sees a span
@@ -14,6 +15,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from opentelemetry import baggage, context
@@ -33,7 +35,7 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanKind, StatusCode, Tracer, format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, format_span_id, format_trace_id
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
@@ -122,6 +124,8 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
         if self._scrubber is not None:
             _scrub_span(span, self._scrubber)
         if span._status.status_code is StatusCode.ERROR:  # the property's value, without the call
+            if not span._status.description:
+                _describe_error(span)
             self._log_error(span)
         for processor in self._span_processors:
             processor.on_end(span)
@@ -156,6 +160,39 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
                 "stack": str(event.attributes.get("exception.stacktrace", "")),
             },
         )
+
+
+def error_description(span: ReadableSpan) -> str | None:
+    """Why a span ended in error, from what it recorded: its last exception (``Type: message``), else its HTTP
+    status (``503 Service Unavailable``), else its ``error.type``; None when it recorded none of them."""
+    event = next((e for e in reversed(span.events) if e.name == "exception"), None)
+    if event is not None and event.attributes:
+        exc_type = str(event.attributes.get("exception.type", ""))
+        message = str(event.attributes.get("exception.message", ""))
+        return f"{exc_type}: {message}" if message else exc_type or None
+    attributes = span.attributes or {}
+    code = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    if isinstance(code, int):
+        return http_status_text(code)
+    error_type = attributes.get("error.type")
+    return str(error_type) if error_type else None
+
+
+def http_status_text(code: int) -> str:
+    """``503 Service Unavailable``; ``HTTP status 599`` for a code without a standard phrase."""
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP status {code}"
+
+
+def _describe_error(span: ReadableSpan) -> None:
+    """Give an ended error span without a description one (``error_description``), so every error a trace view
+    or report shows says why: the contrib HTTP instrumentations set ERROR for a 5xx without one (SDK 1.45
+    internals, covered by tests)."""
+    description = error_description(span)
+    if description:
+        span._status = Status(StatusCode.ERROR, description)
 
 
 def _stamp(span: Span, cid: str) -> None:

@@ -50,7 +50,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
-from otel_kit._internal import correlation, otlp
+from otel_kit._internal import correlation, otlp, serverlogs
 from otel_kit._internal.config import Settings
 from otel_kit._internal.logwriter import BackgroundLogHandler
 from otel_kit._internal.redaction import Scrubber, scrub_record
@@ -204,11 +204,15 @@ class _JsonFormatter(JsonFormatter):
         log_data.update(ordered)
 
 
+# what servers add to their records for their own console formatters (uvicorn: the message with ANSI colours)
+_SERVER_EXTRAS = ("color_message",)
+
+
 def json_formatter() -> logging.Formatter:
     return _JsonFormatter(
         "%(levelname)s %(name)s %(message)s",
         rename_fields={"levelname": "level", "name": "logger", "exc_info": "stack"},
-        reserved_attrs=[*RESERVED_ATTRS, *JSON_FIELDS[4:]],
+        reserved_attrs=[*RESERVED_ATTRS, *JSON_FIELDS[4:], *_SERVER_EXTRAS],
         timestamp=True,
         json_ensure_ascii=False,
     )
@@ -271,7 +275,7 @@ class _OtelKitStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 # Fields of the JSON line that an OTLP log record carries in its own fields (trace and span id), in its resource
 # (service.name) or not at all (the X-Ray form of the trace id, for CloudWatch Logs, which reads the JSON lines).
-_NOT_OTLP_ATTRIBUTES = ("service", "trace_id", "span_id", "xray_trace_id", _DONE)
+_NOT_OTLP_ATTRIBUTES = ("service", "trace_id", "span_id", "xray_trace_id", _DONE, *_SERVER_EXTRAS)
 
 
 class _OtelKitOtlpHandler(LoggingHandler):
@@ -365,7 +369,8 @@ def install_handlers(
     the background writer (``logwriter``) unless ``OTEL_KIT_LOG_BACKGROUND`` is off. Returns what is on the root.
 
     Plain stream handlers already on the root logger (as ``logging.basicConfig`` adds) are removed so lines are
-    not written twice; other handlers (files, test capture) are left alone.
+    not written twice; other handlers (files, test capture) are left alone. The servers' loggers (uvicorn,
+    gunicorn) are taken over (``serverlogs``).
     """
     root = logging.getLogger()
     remove_handlers()
@@ -387,6 +392,8 @@ def install_handlers(
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(settings.log_level)
+    if handlers:
+        serverlogs.take_over()
     return handlers
 
 

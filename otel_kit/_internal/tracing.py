@@ -288,7 +288,7 @@ def plain_attributes(attributes: Any) -> Any:
 
 
 def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
-    """Replace secrets in the ended span's attributes and events before any exporter sees it.
+    """Replace secrets in the ended span's attributes, status description and events before any exporter sees it.
 
     Runs first among the processors, on the one ``ReadableSpan`` they all receive; it swaps that object's
     attribute and event containers for scrubbed copies (SDK 1.45 internals, covered by tests).
@@ -304,6 +304,11 @@ def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
             span._attributes = bounded
         else:
             span._attributes = clean
+    status = span._status
+    if status.description:  # the SDK and the servers' middlewares describe an error by its exception's message
+        clean_description = scrubber.text(status.description)
+        if clean_description != status.description:
+            span._status = Status(status.status_code, clean_description)
     events = span._events
     if events:
         scrubbed = []

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from otel_kit._internal.serverlogs import drop_server_duplicates
 from otel_kit.integrations.http_server import CorrelationWSGIMiddleware
 
 __all__ = [
@@ -93,7 +94,8 @@ def instrument_fastapi(app: A, *, excluded_paths: Iterable[str] = ()) -> A:
 
 
 def instrument_flask(app: A, **kwargs: Any) -> A:
-    """Trace and measure a Flask app (contrib instrumentation) and give each request a correlation id."""
+    """Trace and measure a Flask app (contrib instrumentation), give each request a correlation id, and log a
+    route's unhandled exception once (the app logger's own record of it is dropped)."""
     _require("opentelemetry.instrumentation.flask", "flask")
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
@@ -101,6 +103,9 @@ def instrument_flask(app: A, **kwargs: Any) -> A:
         return app
     FlaskInstrumentor.instrument_app(app, **{**_providers(), **kwargs})  # type: ignore[no-untyped-call]  # untyped upstream
     app.wsgi_app = CorrelationWSGIMiddleware(app.wsgi_app)  # type: ignore[attr-defined]
+    # Flask logs a route's exception ("Exception on /path [GET]") while the request's span is open; the span
+    # records it as it ends, and the toolkit logs it then, once, with its stack
+    drop_server_duplicates(app.logger)  # type: ignore[attr-defined]
     app._otel_kit_instrumented = True  # type: ignore[attr-defined]
     return app
 

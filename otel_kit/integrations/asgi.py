@@ -12,6 +12,8 @@ message); this one costs a fraction of that (``bench/``). What it records, per t
   described by the exception or the status code (``503 Service Unavailable``);
 - histogram ``http.server.request.duration`` (s) by method, route, status, scheme and ``error.type``;
 - the correlation id (see ``http_server``), echoed in ``X-Correlation-ID`` on every response;
+- the server's own loggers taken over when it starts the app's lifespan (``serverlogs``), and its record of an
+  exception the span logs dropped;
 - a flush of all telemetry when the server shuts the app down (ASGI lifespan), before it reports shutdown
   complete: uvicorn ends a worker by re-raising SIGTERM with its default action, so neither ``atexit`` nor the
   toolkit's SIGTERM handler would get to run.
@@ -29,7 +31,7 @@ from typing import Any
 from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_kit._internal import correlation, tracing
+from otel_kit._internal import correlation, serverlogs, tracing
 from otel_kit._internal.metrics import HTTP_DURATION_BUCKETS, HTTP_SERVER_DURATION
 from otel_kit._internal.propagation import lower_case_getter
 from otel_kit.integrations.http_server import HEADER_BYTES
@@ -113,6 +115,8 @@ class OtelKitASGIMiddleware:
             error_type = type(exc).__qualname__
             error = exc
             span.record_exception(exc)
+            if serverlogs.recorded_by_toolkit(span):  # logged as the span ends: the server need not log it again
+                serverlogs.mark_logged(exc)
             raise
         finally:
             context.detach(token)
@@ -172,6 +176,8 @@ def _flush_at_shutdown(send: Send) -> Send:
     reports the end of its lifespan."""
 
     async def send_after_flush(message: Any) -> None:
+        if message.get("type") == "lifespan.startup.complete":
+            serverlogs.take_over()  # uvicorn.run() configures its loggers after the app module was imported
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             from otel_kit._internal.main import current_handle
 

@@ -34,12 +34,14 @@ def _alerts() -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.e2e  # Debian's promtool and amtool
 def test_rule_files_pass_promtool_check() -> None:
     command = [_tool("promtool"), "check", "rules", *map(str, RULE_FILES)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e  # Debian's promtool and amtool
 def test_every_alert_passes_its_promtool_unit_tests() -> None:
     result = subprocess.run(
         [_tool("promtool"), "test", "rules", *map(str, TEST_FILES)], capture_output=True, text=True, cwd=ALERTS
@@ -73,6 +75,7 @@ def test_every_alert_is_unit_tested_firing_and_silent(alert: dict[str, Any]) -> 
             assert set(expected["exp_annotations"]) == set(alert["annotations"]), "every annotation is asserted"
 
 
+@pytest.mark.e2e  # Debian's promtool and amtool
 def test_alertmanager_config_passes_amtool() -> None:
     result = subprocess.run(
         [_tool("amtool"), "check-config", str(ALERTS / "alertmanager.yml")], capture_output=True, text=True

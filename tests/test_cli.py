@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,10 +35,15 @@ def test_settings_exits_1_and_names_a_bad_variable(
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_kit.cli", "--version"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0 and result.stdout.startswith("otel-kit ")
+    """The ``otel-kit`` command pip installed beside this Python, as a user runs it."""
+    from importlib.metadata import entry_points, version
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "otel-kit"]
+    assert script.value == "otel_kit.cli:main"
+    command = Path(sys.executable).parent / "otel-kit"
+    result = subprocess.run([str(command), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"otel-kit {version('otel-kit')}"
 
 
 @pytest.mark.e2e

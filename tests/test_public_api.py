@@ -1,5 +1,7 @@
 """The public surface changes only on purpose."""
 
+import inspect
+
 import otel_kit
 
 
@@ -28,8 +30,23 @@ def test_exported_names() -> None:
         "shutdown",
         "traced",
     ]
+    # and nothing else is public by accident (submodules such as ``otel_kit.testing`` are imported on their own)
+    public = {
+        name for name in dir(otel_kit) if not name.startswith("_") and not inspect.ismodule(getattr(otel_kit, name))
+    }
+    assert public == set(otel_kit.__all__)
+
+
+def test_each_exported_function_has_a_docstring_and_typed_signature() -> None:
     for name in otel_kit.__all__:
-        assert getattr(otel_kit, name) is not None
+        value = getattr(otel_kit, name)
+        if inspect.isclass(value):
+            assert value.__module__.startswith("otel_kit"), name
+            continue
+        assert callable(value), name
+        assert inspect.getdoc(value), f"{name} has no docstring"
+        hints = inspect.signature(value)
+        assert hints.return_annotation is not inspect.Signature.empty, f"{name} has no return annotation"
 
 
 def test_missing_integration_names_the_extra_to_install() -> None:

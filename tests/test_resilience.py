@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stuck_collector() -> Iterator[int]:
-    """A port that accepts TCP connections and then never answers: the worst kind of dead collector."""
+    """A port that takes TCP connections into its backlog and never answers: the worst kind of dead collector."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(64)
@@ -49,7 +48,7 @@ def test_stuck_collector_never_blocks_spans_and_drops_are_counted(
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "20")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # the abandoned export gives up soon after the test
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "3")  # each export waits on the stuck collector that long
     sent = 500
     with testing.capture("svc", traces_exporter="otlp", shutdown_timeout_ms=300) as tel:
         tracer = trace.get_tracer("load")
@@ -59,9 +58,10 @@ def test_stuck_collector_never_blocks_spans_and_drops_are_counted(
         dropped = _dropped(tel)
         # at most one batch in flight to the stuck collector and one full queue are still held
         assert sent - 10 - 20 <= dropped <= sent
-        started = time.monotonic()
         assert tel.handle.shutdown() is False  # could not flush to a stuck collector...
-        assert time.monotonic() - started < 5  # ...and gave up within its bound instead of hanging
+        # ...and returned after 300 ms while its flush still waits on the collector (3 s an export): it did not hang.
+        # Leaving capture() waits for the flush to give up.
+        assert "otel-kit-shutdown" in [thread.name for thread in threading.enumerate()]
     assert any("did not finish within 300 ms" in line["message"] for line in tel.log_lines())
     # leaving capture() waited for the abandoned export to give up: nothing of it runs on into the next test
     assert "otel-kit-shutdown" not in [thread.name for thread in threading.enumerate()]
@@ -161,20 +161,19 @@ print("exiting", flush=True)
 
 def test_a_process_ending_normally_exits_within_the_shutdown_bound(stuck_collector: int) -> None:
     """``atexit`` flushes for at most ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``; nothing else waits on the stuck collector
-    afterwards (the SDK's own exit hooks did, for the exporters' 10 s timeout and more)."""
+    afterwards (the SDK's own exit hooks did, for the exporters' timeout and more). With a 1 s bound and exports
+    that would wait 120 s, the process ends while its export still waits."""
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{stuck_collector}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "120",
         "OTEL_KIT_SHUTDOWN_TIMEOUT_MS": "1000",
         "OTEL_KIT_LOG_STDOUT": "false",
     }
     with subprocess.Popen([sys.executable, "-c", _EXITING_SCRIPT], env=env, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "exiting"
-        started = time.monotonic()
-        assert proc.wait(timeout=30) == 0
-        took = time.monotonic() - started
-    assert took < 3, f"the process took {took:.1f} s to exit with a 1 s shutdown bound"
+        assert proc.wait(timeout=60) == 0  # raises if the exit waited for the 120 s export
 
 
 def test_a_shutdown_finishing_late_leaves_the_next_inits_log_handlers_alone(

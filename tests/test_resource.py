@@ -34,7 +34,7 @@ def test_export_renders_the_resource_once_not_once_per_span_or_log_record(monkey
         encode_spans(tel.spans())
         encode_logs(tel.log_records())
     assert len(tel.spans()) == 50 and len(tel.log_records()) >= 50
-    assert len(renders) <= 1
+    assert len(renders) == 1  # the first hash renders it, every later one reuses that
 
 
 def test_merged_resource_keeps_its_attributes_and_equals_a_plain_one() -> None:

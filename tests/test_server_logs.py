@@ -1,8 +1,10 @@
 """Under the real servers, started as users start them: every line on stdout is one JSON object, the servers' own
-lines included, and an unhandled error is logged once, with its stack and its trace."""
+lines included, an unhandled error is logged once, with its stack and its trace, and a header sent in several
+lines is read whole (uvicorn hands them to the ASGI middleware one by one; gunicorn joins them for WSGI)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -35,6 +37,15 @@ async def get_order(n: int):
 @app.get("/boom")
 async def boom():
     raise RuntimeError("ledger down")
+
+
+@app.get("/onward")
+async def onward():
+    from opentelemetry import propagate
+
+    headers = {}
+    propagate.inject(headers)
+    return headers
 """
 
 FLASK_APP = """
@@ -54,12 +65,41 @@ def get_order(n):
 @app.get("/boom")
 def boom():
     raise RuntimeError("ledger down")
+
+
+@app.get("/onward")
+def onward():
+    from opentelemetry import propagate
+
+    headers = {}
+    propagate.inject(headers)
+    return headers
 """
+
+TRACE_ID = "12345678901234567890123456789012"
+
+
+def _onward(port: int) -> dict[str, str]:
+    """What the app sends on when a request comes with ``tracestate`` in two header lines."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", "/onward")
+        conn.putheader("traceparent", f"00-{TRACE_ID}-1234567890123456-01")
+        conn.putheader("tracestate", "foo=1")
+        conn.putheader("tracestate", "bar=2")
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 200
+        onward: dict[str, str] = json.loads(response.read())
+    finally:
+        conn.close()
+    return onward
 
 
 def _serve(tmp_path: Path, source: str, argv: list[str], port: int) -> tuple[str, str]:
     """Start ``argv`` in ``tmp_path`` with the app module ``main``, send a good request and a failing one with
-    correlation ids, stop it with SIGTERM; return its stdout and stderr."""
+    correlation ids, check that a header sent in two lines is read whole, stop the server with SIGTERM; return its
+    stdout and stderr."""
     (tmp_path / "main.py").write_text(textwrap.dedent(source))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OTEL_KIT_LOG_BACKGROUND": "true"}
     env.pop("OTEL_SERVICE_NAME", None)
@@ -77,6 +117,8 @@ def _serve(tmp_path: Path, source: str, argv: list[str], port: int) -> tuple[str
             urllib.request.urlopen(request, timeout=10)
         assert failed.value.code == 500
         failed.value.close()
+        onward = _onward(port)
+        assert onward["traceparent"].split("-")[1] == TRACE_ID and onward["tracestate"] == "foo=1,bar=2"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         stdout, stderr = server.communicate(timeout=60)
@@ -87,8 +129,9 @@ def _check(stdout: str, stderr: str, access_logger: str) -> list[dict[str, objec
     lines = [json.loads(line) for line in stdout.splitlines()]  # one JSON object a line, or this raises
     assert all(isinstance(line, dict) for line in lines)
     access = [line for line in lines if line["logger"] == access_logger]
-    assert len(access) == 2
+    assert len(access) == 3
     assert all("GET /" in str(line["message"]) for line in access)
+    assert len([line for line in access if "GET /onward" in str(line["message"])]) == 1
     errors = [line for line in lines if line["level"] == "ERROR"]
     assert len(errors) == 1, errors  # once: the toolkit's, with the trace
     (error,) = errors

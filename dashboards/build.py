@@ -21,7 +21,7 @@ MIMIR = DataSourceRef(type_val="prometheus", uid="mimir")
 LOKI = DataSourceRef(type_val="loki", uid="loki")
 TEMPO = DataSourceRef(type_val="tempo", uid="tempo")
 
-# the label names the collector's prometheus_remote_write gives the resource attributes
+# the label names the collector's prometheusremotewrite exporter gives the resource attributes
 ENV, SERVICE = "deployment_environment_name", "service_name"
 SEL = f'{ENV}=~"$env", {SERVICE}=~"$service"'
 HTTP = "http_server_request_duration_seconds"

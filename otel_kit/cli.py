@@ -68,7 +68,41 @@ def _check_endpoint(url: str) -> tuple[bool, str, float | None]:
     return True, f"{host}:{port}", offset
 
 
-def _doctor(_args: argparse.Namespace) -> int:
+def _aws_problems() -> list[tuple[str, str]]:
+    """What the collector's aws overlay would lack in this environment: a region and credentials, found the way the
+    AWS SDKs find them (variables, profile files, web identity, the ECS task role), without asking the EC2
+    instance metadata service."""
+    import os
+
+    try:
+        import botocore.session
+    except ImportError:
+        return [("botocore is not installed", "pip install 'otel-kit[aws]'")]
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # this process only: no call off this machine
+    session = botocore.session.get_session()
+    found: list[tuple[str, str]] = []
+    # the collector's Go SDK reads AWS_REGION, botocore AWS_DEFAULT_REGION; both read the profile
+    region = os.environ.get("AWS_REGION") or session.get_config_variable("region")
+    if not region:
+        found.append(("no AWS region: AWS_REGION is not set and no profile names one",
+                      "set AWS_REGION for the collector (the aws overlay stops at start without one)"))  # fmt: skip
+    else:
+        print(f"ok: AWS region {region}")
+    try:
+        credentials = session.get_credentials()
+    except Exception as err:  # a broken profile file or web identity token
+        found.append((f"the AWS credentials cannot be read: {type(err).__name__}", "fix the profile or the token"))
+        return found
+    if credentials is None:
+        found.append(("no AWS credentials in the environment, a profile, web identity or the ECS task role",
+                      "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE; on EC2 the instance role "
+                      "is used and not checked here"))  # fmt: skip
+    else:
+        print(f"ok: AWS credentials from {credentials.method}")
+    return found
+
+
+def _doctor(args: argparse.Namespace) -> int:
     import os
     import time
 
@@ -100,6 +134,8 @@ def _doctor(_args: argparse.Namespace) -> int:
                           "synchronise the clock (NTP): X-Ray rejects trace ids whose time is far off"))  # fmt: skip
     if time.time() < 1_700_000_000:
         found.append(("the system clock is before November 2023", "set the clock: trace ids embed the time (X-Ray)"))
+    if args.aws:
+        found += _aws_problems()
     for problem, fix in found:
         print(f"problem: {problem}\n    fix: {fix}")
     if not found:
@@ -143,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = commands.add_parser("settings", help="print the effective settings; exit 1 if any is rejected")
     settings.set_defaults(run=_settings)
     doctor = commands.add_parser("doctor", help="check the configuration, the collector and the clock")
+    doctor.add_argument("--aws", action="store_true", help="also check the AWS region and credentials (aws overlay)")
     doctor.set_defaults(run=_doctor)
     grafana = commands.add_parser("grafana", help="work with a Grafana of your own").add_subparsers(
         dest="grafana_command", required=True

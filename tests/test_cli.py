@@ -75,3 +75,34 @@ def test_doctor_names_each_problem_with_its_fix(
     assert f"problem: the collector at http://127.0.0.1:{port} does not answer" in out
     assert "fix: start it (./run collector) or point OTEL_EXPORTER_OTLP_ENDPOINT at it" in out
     assert "problem: OTEL_TRACES_SAMPLER='sometimes' is not valid" in out
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"}, "no AWS region"),
+        ({"AWS_REGION": "eu-west-1"}, "no AWS credentials"),
+    ],
+)
+def test_doctor_aws_names_a_missing_region_or_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    env: dict[str, str],
+    problem: str,
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["doctor", "--aws"]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("problem: ")]
+    assert line.startswith(f"problem: {problem}")
+    assert "x" not in out.split("configuration:")[0]  # nothing secret printed

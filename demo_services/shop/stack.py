@@ -97,7 +97,8 @@ class ShopStack:
         if self.backend == "aws":
             step("starting moto (AWS APIs: X-Ray) and the otel-kit collector (base + aws)")
             self.moto = enter(MotoServer())
-            self.collector = enter(Collector(["aws.yaml"], {**AWS_ENV, "AWS_XRAY_ENDPOINT": self.moto.endpoint_url}))
+            endpoints = {"AWS_XRAY_ENDPOINT": self.moto.endpoint_url, "AWS_LOGS_ENDPOINT": self.moto.endpoint_url}
+            self.collector = enter(Collector(["aws.yaml"], {**AWS_ENV, **endpoints}))
         else:
             step("starting OTLP captures for Tempo and Loki, a PagerDuty stand-in, Alertmanager and Prometheus (Mimir)")
             self.tempo, self.loki = enter(OtlpReceiver()), enter(OtlpReceiver())

@@ -666,9 +666,8 @@ class Collector(_ChildServer):
         self._env = env or {}
 
     def choose_ports_again(self) -> bool:
-        ports = free_ports(6)
-        self.grpc_port, self.http_port, self.health_port, self.metrics_port = ports[:4]
-        self._zpages_port, self._pprof_port = ports[4:]
+        ports = free_ports(5)
+        self.grpc_port, self.http_port, self.health_port, self.metrics_port, self._pprof_port = ports
         self.ports = [self.grpc_port, self.http_port, self.health_port]
         self.endpoint = f"http://{LOOPBACK}:{self.grpc_port}"
         return True
@@ -678,10 +677,11 @@ class Collector(_ChildServer):
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{self.grpc_port}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"{LOOPBACK}:{self.health_port}",
-            "OTELCOL_ZPAGES_ENDPOINT": f"{LOOPBACK}:{self._zpages_port}",
             "OTELCOL_PPROF_ENDPOINT": f"{LOOPBACK}:{self._pprof_port}",
             "OTELCOL_STORAGE_DIR": str(self.storage),
             "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            # an AWS exporter without a region would ask the EC2 instance metadata service, off this machine
+            "AWS_EC2_METADATA_DISABLED": "true",
             **self._env,
         }
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -147,19 +147,25 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
                 self._seen.popitem(last=False)
         attributes = span.attributes or {}
         cid = attributes.get(CORRELATION_ATTRIBUTE)
-        self._log.error(
-            "%s failed: %s: %s",
-            span.name,
-            exc_type,
-            exc_message,
-            extra={
-                "trace_id": format_trace_id(span.context.trace_id),
-                "span_id": format_span_id(span.context.span_id),
-                "correlation_id": cid if isinstance(cid, str) else None,
-                "error.type": exc_type,
-                "stack": str(event.attributes.get("exception.stacktrace", "")),
-            },
-        )
+        # logged in the ended span's context: a span usually ends after its context was left, and the OTLP record
+        # takes its trace and span id from the context (the JSON line takes them from the extra fields)
+        token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span.context)))
+        try:
+            self._log.error(
+                "%s failed: %s: %s",
+                span.name,
+                exc_type,
+                exc_message,
+                extra={
+                    "trace_id": format_trace_id(span.context.trace_id),
+                    "span_id": format_span_id(span.context.span_id),
+                    "correlation_id": cid if isinstance(cid, str) else None,
+                    "error.type": exc_type,
+                    "stack": str(event.attributes.get("exception.stacktrace", "")),
+                },
+            )
+        finally:
+            context.detach(token)
 
 
 def error_description(span: ReadableSpan) -> str | None:

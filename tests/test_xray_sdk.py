@@ -1,13 +1,12 @@
-"""X-Ray SDK mode: aws-xray-sdk's real UDP emitter, captured by a local daemon stand-in that forwards each segment to
-moto (PutTraceSegments), read back with BatchGetTraces; the trace crosses an OpenTelemetry service unbroken."""
+"""X-Ray SDK mode: aws-xray-sdk's real UDP emitter sends its segments to the project's collector (the awsxray
+receiver, the X-Ray daemon's protocol), which sends them with the OpenTelemetry services' spans to X-Ray in moto;
+read back with BatchGetTraces, the trace crosses OpenTelemetry, the X-Ray SDK and OpenTelemetry again, whole."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,69 +19,56 @@ from opentelemetry import trace
 from opentelemetry.trace import format_trace_id
 
 import otel_kit
-from demo_services.stack.servers import ManagedProcess, MotoServer, free_port, port_open, serve_asgi, wait_until
+from demo_services.stack.servers import (
+    Collector,
+    ManagedProcess,
+    MotoServer,
+    free_port,
+    free_ports,
+    port_open,
+    serve_asgi,
+    wait_until,
+)
 from otel_kit import testing
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 AWS = {"region_name": "eu-west-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-class DaemonStandIn:
-    """Receives X-Ray segments on UDP as the X-Ray daemon does, and forwards each to the X-Ray API at ``endpoint``."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.xray = boto3.client("xray", endpoint_url=endpoint, **AWS)
-        self.forwarded = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                datagram = self.sock.recv(65535)
-            except TimeoutError:
-                continue
-            header, _, document = datagram.decode().partition("\n")  # {"format": "json", "version": 1}\n{segment}
-            assert json.loads(header)["format"] == "json"
-            self.xray.put_trace_segments(TraceSegmentDocuments=[document])
-            self.forwarded += 1
-
-    def __enter__(self) -> DaemonStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+AWS_ENV = {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """moto, the project's collector with the aws overlay (its awsxray receiver takes the SDK's segments, the OTLP
+    receiver the OpenTelemetry services' spans, one X-Ray exporter sends both), an OpenTelemetry service, and the
+    X-Ray SDK service in its own process."""
     rules = tmp_path / "sampling.json"
     rules.write_text(json.dumps({"version": 2, "default": {"fixed_target": 1, "rate": 1.0}, "rules": []}))
-    with MotoServer() as moto, DaemonStandIn(moto.endpoint_url) as daemon, testing.capture("stock") as tel:
-        downstream = FastAPI()
+    udp, proxy = free_ports(2)
+    with MotoServer() as moto:
+        env = {**AWS_ENV, "AWS_XRAY_ENDPOINT": moto.endpoint_url, "AWS_LOGS_ENDPOINT": moto.endpoint_url}
+        env |= {"OTELCOL_XRAY_UDP_ENDPOINT": f"127.0.0.1:{udp}", "OTELCOL_XRAY_PROXY_ENDPOINT": f"127.0.0.1:{proxy}"}
+        with Collector(["aws.yaml"], env) as collector, pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.http_port}")
+            mp.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            with testing.capture("stock", traces_exporter="otlp") as tel:
+                downstream = FastAPI()
 
-        @downstream.get("/ping")
-        def ping() -> dict[str, Any]:
-            return {"correlation_id": otel_kit.get_correlation_id()}
+                @downstream.get("/ping")
+                def ping() -> dict[str, Any]:
+                    return {"correlation_id": otel_kit.get_correlation_id()}
 
-        with serve_asgi(otel_kit.instrument_fastapi(downstream)) as downstream_url:
-            port = free_port()
-            env = {"PYTHONPATH": str(ROOT), "DOWNSTREAM_URL": downstream_url, "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
-                   "OTEL_KIT_XRAY_SAMPLING_RULES": str(rules)}  # fmt: skip
-            process = ManagedProcess("pricing", [sys.executable, "-m", "tests.apps.xray_app", str(port)], env)
-            try:
-                wait_until(lambda: process.check_alive() is None and port_open(port), 30, "the X-Ray SDK service")
-                yield {"url": f"http://127.0.0.1:{port}", "moto": moto, "daemon": daemon, "tel": tel, "log": process}
-            finally:
-                process.stop()
+                with serve_asgi(otel_kit.instrument_fastapi(downstream)) as downstream_url:
+                    port = free_port()
+                    env = {"PYTHONPATH": str(ROOT), "DOWNSTREAM_URL": downstream_url}
+                    env |= {"AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{udp}", "OTEL_KIT_XRAY_SAMPLING_RULES": str(rules)}
+                    process = ManagedProcess("pricing", [sys.executable, "-m", "tests.apps.xray_app", str(port)], env)
+                    try:
+                        wait_until(lambda: process.check_alive() is None and port_open(port), 30, "the SDK service")
+                        yield {"url": f"http://127.0.0.1:{port}", "moto": moto, "tel": tel, "log": process,
+                               "collector": collector}  # fmt: skip
+                    finally:
+                        process.stop()
 
 
 def test_segments_reach_xray_with_annotation_http_blocks_subsegments_and_one_trace_across_both_paths(
@@ -110,18 +96,31 @@ def test_segments_reach_xray_with_annotation_http_blocks_subsegments_and_one_tra
         traces = xray.batch_get_traces(TraceIds=[root])["Traces"]
         return [json.loads(s["Document"]) for t in traces for s in t["Segments"]]
 
-    wait_until(lambda: bool(segments()), 30, "the segment in X-Ray")
-    [segment] = segments()
-    assert segment["name"] == "pricing"
-    assert segment["trace_id"] == root and segment["parent_id"] == parent
+    assert tel.handle.force_flush(10_000)
+    # the whole trace, through one collector: the OpenTelemetry root and its call, the X-Ray SDK's segment and its
+    # call, the OpenTelemetry server downstream
+    wait_until(lambda: len(segments()) >= 5, 30, "five documents of the trace in X-Ray")
+    docs = {doc["id"]: doc for doc in segments()}
+    assert len(docs) == 5 and {doc["trace_id"] for doc in docs.values()} == {root}
+    (checkout,) = [d for d in docs.values() if d["name"] == "checkout"]
+    assert "parent_id" not in checkout and checkout["annotations"]["correlation_id"] == "corr-xray"
+    outgoing = docs[parent]
+    assert outgoing["parent_id"] == checkout["id"] and outgoing["namespace"] == "remote"
+    (segment,) = [
+        d for d in docs.values() if d["aws"]["xray"]["sdk"].startswith("X-Ray for Python") and "type" not in d
+    ]
+    assert segment["name"] == "pricing" and segment["parent_id"] == parent
     assert segment["http"]["request"]["method"] == "GET"
     assert segment["http"]["request"]["url"].endswith("/price/book-1")
     assert segment["http"]["response"]["status"] == 200
     assert segment["annotations"]["correlation_id"] == "corr-xray"
-    [call] = segment["subsegments"]
-    assert call["namespace"] == "remote"
+    (call,) = [d for d in docs.values() if d.get("parent_id") == segment["id"]]
+    assert call["type"] == "subsegment" and call["namespace"] == "remote"
     assert call["http"]["request"]["url"].endswith("/ping") and call["http"]["response"]["status"] == 200
     assert server.parent is not None and format(server.parent.span_id, "016x") == call["id"]  # the call's child
+    downstream = docs[format(server.context.span_id, "016x")]
+    assert downstream["parent_id"] == call["id"] and downstream["annotations"]["correlation_id"] == "corr-xray"
+    assert "panic" not in stack["collector"].output()
 
     # the service's JSON log line carries the same trace
     def line() -> dict[str, Any] | None:

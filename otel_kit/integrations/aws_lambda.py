@@ -1,10 +1,16 @@
 """``@lambda_handler``: a span per AWS Lambda invocation, flushed before the handler returns.
 
 The parent is taken from the event when it carries one: the HTTP headers of an API Gateway event
-(``traceparent``, ``X-Amzn-Trace-Id``), the first record of an SQS event (its ``AWSTraceHeader`` attribute and
+(``traceparent``, ``X-Amzn-Trace-Id``), the record of a one-message SQS event (its ``AWSTraceHeader`` attribute and
 ``traceparent``/``baggage``/``X-Correlation-ID`` message attributes), or an EventBridge event's ``detail``
 (``traceparent``, ``baggage``, ``correlation_id``); else from the ``_X_AMZN_TRACE_ID`` variable the Lambda runtime
-sets for each invocation. The span carries ``faas.invocation_id`` (the request id), ``faas.coldstart``,
+sets for each invocation.
+
+An SQS batch is many requests: as the handler iterates over ``event["Records"]``, each record gets its own span,
+continuing its producer's trace (from its message attributes or ``AWSTraceHeader``, or, for a message SNS or
+EventBridge delivered, from the notification or event in its body), and its own correlation id in every log line
+written while it is processed; a record the handler raised on, or reported in ``batchItemFailures``, ends its span
+as an error (``_SqsBatch``). The span carries ``faas.invocation_id`` (the request id), ``faas.coldstart``,
 ``faas.name`` and ``cloud.resource_id``; the correlation id comes from the event or is fresh, and is echoed in an
 API Gateway response's headers. Every log line of the invocation carries its ``request_id``. Telemetry (spans,
 logs, and metrics, as EMF lines with ``OTEL_METRICS_EXPORTER=emf``) is flushed before returning, because a frozen
@@ -14,12 +20,14 @@ Lambda sandbox may never run again.
 from __future__ import annotations
 
 import functools
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from time import time_ns
 from typing import Any, TypeVar
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_kit._internal import correlation
 from otel_kit._internal.logs import LAMBDA_REQUEST_ID
@@ -29,6 +37,8 @@ __all__ = ["lambda_handler"]
 
 H = TypeVar("H", bound=Callable[..., Any])
 _cold_start = True
+# where an EventBridge event's producer puts its context, and the header each field stands for
+_DETAIL_FIELDS = (("traceparent", "traceparent"), ("baggage", "baggage"), ("correlation_id", "x-correlation-id"))
 
 
 def _carrier(event: Any) -> dict[str, str]:
@@ -52,30 +62,135 @@ def _carrier(event: Any) -> dict[str, str]:
         carrier.update(http)
     detail = event.get("detail") if "detail-type" in event else None
     if isinstance(detail, Mapping):  # EventBridge: the producer put its context in the event's detail
-        for key, header in (
-            ("traceparent", "traceparent"),
-            ("baggage", "baggage"),
-            ("correlation_id", "x-correlation-id"),
-        ):
+        for key, header in _DETAIL_FIELDS:
             if isinstance(detail.get(key), str):
                 carrier[header] = detail[key]
-    record = _first_sqs_record(event)
-    if record is not None:
-        attributes = record.get("attributes")
-        if isinstance(attributes, Mapping) and isinstance(attributes.get("AWSTraceHeader"), str):
-            carrier["x-amzn-trace-id"] = attributes["AWSTraceHeader"]
-        message_attributes = record.get("messageAttributes")
-        if isinstance(message_attributes, Mapping):
-            for name, value in message_attributes.items():
-                if isinstance(value, Mapping) and isinstance(value.get("stringValue"), str):
-                    carrier[str(name).lower()] = value["stringValue"]
+    records = _sqs_records(event)
+    if records is not None and len(records) == 1:  # one message: the invocation is its processing
+        carrier.update(_record_carrier(records[0]))
     return carrier
 
 
-def _first_sqs_record(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _sqs_records(event: Mapping[str, Any]) -> list[Any] | None:
+    """The records of an SQS event, or None for any other event."""
     records = event.get("Records")
-    first = records[0] if isinstance(records, list) and records else None
-    return first if isinstance(first, Mapping) and first.get("eventSource") == "aws:sqs" else None
+    if not isinstance(records, list) or not records:
+        return None
+    first = records[0]
+    return records if isinstance(first, Mapping) and first.get("eventSource") == "aws:sqs" else None
+
+
+def _record_carrier(record: Any) -> dict[str, str]:
+    """The context an SQS record carries: its ``AWSTraceHeader`` and string message attributes; for a message
+    that SNS or EventBridge delivered to the queue, the notification's message attributes or the event's
+    ``detail`` in its body."""
+    carrier: dict[str, str] = {}
+    if not isinstance(record, Mapping):
+        return carrier
+    attributes = record.get("attributes")
+    if isinstance(attributes, Mapping) and isinstance(attributes.get("AWSTraceHeader"), str):
+        carrier["x-amzn-trace-id"] = attributes["AWSTraceHeader"]
+    message_attributes = record.get("messageAttributes")
+    if isinstance(message_attributes, Mapping):
+        for name, value in message_attributes.items():
+            if isinstance(value, Mapping) and isinstance(value.get("stringValue"), str):
+                add_header(carrier, str(name), value["stringValue"])
+    body = record.get("body")
+    if isinstance(body, str) and body.startswith("{") and ('"Notification"' in body or '"detail-type"' in body):
+        try:
+            inner = json.loads(body)
+        except ValueError:
+            return carrier
+        if isinstance(inner, Mapping) and inner.get("Type") == "Notification":  # SNS -> SQS
+            sns_attributes = inner.get("MessageAttributes")
+            if isinstance(sns_attributes, Mapping):
+                for name, value in sns_attributes.items():
+                    if isinstance(value, Mapping) and isinstance(value.get("Value"), str):
+                        carrier.setdefault(str(name).lower(), value["Value"])
+        elif isinstance(inner, Mapping) and isinstance(inner.get("detail"), Mapping):  # EventBridge -> SQS
+            for key, header in _DETAIL_FIELDS:
+                if isinstance(inner["detail"].get(key), str):
+                    carrier.setdefault(header, inner["detail"][key])
+    return carrier
+
+
+class _SqsBatch:
+    """One span per record of an SQS batch, as the handler iterates over ``event["Records"]``.
+
+    A record's span (``process <queue>``, kind CONSUMER) continues the producer's trace when the record carries
+    one (linking to the invocation's span), else is a child of the invocation's span; while the handler works on
+    the record, its context (and so its correlation id, from the message or fresh) is the current one. The span
+    ends when the handler moves on, its end time noted; it is closed when the invocation ends, as an error when
+    the handler raised while on it or reported the record in ``batchItemFailures``.
+    """
+
+    def __init__(self, tracer: trace.Tracer, invocation: trace.Span) -> None:
+        self._tracer = tracer
+        self._invocation = invocation
+        self._spans: list[tuple[str, trace.Span, int | None]] = []  # message id, span, noted end time
+        self._iterations: list[Iterator[Any]] = []
+
+    def records(self, records: list[Any]) -> list[Any]:
+        batch = self
+
+        class _Records(list):  # type: ignore[type-arg]
+            def __iter__(self) -> Iterator[Any]:
+                iteration = batch._iterate(list.__iter__(self))
+                batch._iterations.append(iteration)
+                return iteration
+
+        return _Records(records)
+
+    def _iterate(self, records: Iterator[Any]) -> Iterator[Any]:
+        for record in records:
+            message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
+            producer = propagate.extract(_record_carrier(record), getter=lower_case_getter)
+            producer_span = trace.get_current_span(producer).get_span_context()
+            links = [trace.Link(self._invocation.get_span_context())]
+            parent = producer if producer_span.is_valid else trace.set_span_in_context(self._invocation, producer)
+            queue = ""
+            if isinstance(record, Mapping):
+                queue = str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1]
+            span = self._tracer.start_span(
+                f"process {queue}".strip(),
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=links if producer_span.is_valid else None,
+                attributes={
+                    "messaging.system": "aws_sqs",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": message_id,
+                },
+            )
+            index = len(self._spans)
+            self._spans.append((message_id, span, None))
+            token = context.attach(trace.set_span_in_context(span, parent))
+            try:
+                yield record
+            finally:
+                context.detach(token)
+                self._spans[index] = (message_id, span, time_ns())
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        """End every record's span; the one the handler raised on and those it reported as failed as errors."""
+        in_progress = {index for index, (_, _, ended) in enumerate(self._spans) if ended is None}
+        for iteration in self._iterations:
+            close = getattr(iteration, "close", None)
+            if close is not None:
+                close()
+        failed: set[str] = set()
+        if isinstance(result, Mapping) and isinstance(result.get("batchItemFailures"), list):
+            failed = {
+                str(item.get("itemIdentifier")) for item in result["batchItemFailures"] if isinstance(item, Mapping)
+            }
+        for index, (message_id, span, ended) in enumerate(self._spans):
+            if error is not None and index in in_progress:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+            elif message_id in failed:
+                span.set_status(Status(StatusCode.ERROR, "reported in batchItemFailures"))
+            span.end(end_time=ended)
 
 
 def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) -> Any:
@@ -89,7 +204,8 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
             carrier = _carrier(event)
             ctx = propagate.extract(carrier, getter=lower_case_getter)
             is_http = isinstance(event, Mapping) and isinstance(event.get("headers"), Mapping)
-            is_queue = isinstance(event, Mapping) and (_first_sqs_record(event) is not None or "detail-type" in event)
+            records = _sqs_records(event) if isinstance(event, Mapping) else None
+            is_queue = isinstance(event, Mapping) and (records is not None or "detail-type" in event)
             attrs: dict[str, Any] = {
                 "faas.trigger": "http" if is_http else "pubsub" if is_queue else "other",
                 "faas.coldstart": cold,
@@ -107,8 +223,20 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
                 tracer = trace.get_tracer("otel_kit.lambda")
                 with tracer.start_as_current_span(
                     str(attrs["faas.name"] or fn.__name__), kind=SpanKind.SERVER, attributes=attrs
-                ):
-                    result = fn(event, lambda_context)
+                ) as invocation:
+                    batch = None
+                    if records is not None:
+                        batch = _SqsBatch(tracer, invocation)
+                        event["Records"] = batch.records(records)
+                    result = None
+                    try:
+                        result = fn(event, lambda_context)
+                    except BaseException as err:
+                        if batch is not None:
+                            batch.finish(None, err)
+                        raise
+                    if batch is not None:
+                        batch.finish(result, None)
                 if is_http and isinstance(result, dict):
                     headers = result.setdefault("headers", {})
                     if isinstance(headers, dict):

@@ -162,7 +162,11 @@ def _cloudwatch_push(args: argparse.Namespace) -> int:
     from otel_kit.cloudwatch import push
 
     try:
-        push(Path(args.dir), args.log_group, args.function, dry_run=args.dry_run)
+        import os
+
+        namespace = args.namespace or os.environ.get("CW_NAMESPACE") or "otel-kit"
+        push(Path(args.dir), args.log_group, args.function, dry_run=args.dry_run, services=args.service,
+             namespace=namespace)  # fmt: skip
     except ValueError as err:
         print(f"otel-kit cloudwatch push: {err}", file=sys.stderr)
         return 2
@@ -194,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     cloudwatch_push = cloudwatch.add_parser("push", help="saved queries, alarms, SNS topic and dashboard")
     cloudwatch_push.add_argument("--log-group", action="append", default=[], help="a log group to query (repeat)")
     cloudwatch_push.add_argument("--function", action="append", default=[], help="a Lambda function to alarm on")
+    cloudwatch_push.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        help="a service to alarm on (its failed requests, from the collector's EMF metrics)",
+    )
+    cloudwatch_push.add_argument(
+        "--namespace", default=None, help="the EMF namespace (default: $CW_NAMESPACE or otel-kit)"
+    )
     cloudwatch_push.add_argument("--dry-run", action="store_true", help="print what would be created or updated")
     cloudwatch_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
     cloudwatch_push.set_defaults(run=_cloudwatch_push)

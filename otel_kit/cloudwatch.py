@@ -25,7 +25,8 @@ from typing import Any
 
 from otel_kit._internal.logs import JSON_FIELDS
 
-__all__ = ["LAMBDA_FIELDS", "LOG_FIELDS", "load_queries", "push", "query_fields"]
+__all__ = ["LAMBDA_FIELDS", "LOG_FIELDS", "SPAN_CALLS", "SPAN_DURATION", "load_queries", "push", "query_fields",
+           "service_alarms"]  # fmt: skip
 
 # what every JSON line carries (JSON_FIELDS), with an exception's stack and a Lambda invocation's request id
 LOG_FIELDS = (*JSON_FIELDS, "stack", "request_id")
@@ -100,9 +101,37 @@ def _alarms(functions: list[str], topic_arn: str) -> list[dict[str, Any]]:
     return alarms
 
 
+# what the collector's aws overlay sends as EMF (collector/config/aws.yaml): the span metrics by service, span kind
+# and status code, so an alarm can watch one service's failed requests
+SPAN_CALLS = "traces.span.metrics.calls"
+SPAN_DURATION = "traces.span.metrics.duration"
+
+
+def service_alarms(services: list[str], namespace: str, topic_arn: str) -> list[dict[str, Any]]:
+    """For each service, an alarm on its failed server requests in the EMF metrics of the collector's aws overlay
+    (``namespace`` is its ``CW_NAMESPACE``): more than 5 in 5 minutes."""
+    alarms = []
+    for service in services:
+        dimensions = {"service.name": service, "span.kind": "SPAN_KIND_SERVER", "status.code": "STATUS_CODE_ERROR"}
+        alarm: dict[str, Any] = {
+            "AlarmName": f"otel-kit-{service}-server-errors",
+            "AlarmDescription": f"{service}: more than 5 failed requests in 5 minutes (runbook: alerts/runbooks.md; "
+            "queries: otel-kit/errors-by-service)",
+            "Namespace": namespace, "MetricName": SPAN_CALLS, "Statistic": "Sum",
+            "Dimensions": [{"Name": name, "Value": value} for name, value in dimensions.items()],
+            "Period": 300, "EvaluationPeriods": 1, "Threshold": 5,
+            "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching",
+            "AlarmActions": [topic_arn], "OKActions": [topic_arn],
+        }  # fmt: skip
+        alarms.append(alarm)
+    return alarms
+
+
 def push(root: Path, log_groups: list[str], functions: list[str], dry_run: bool = False,
-         client: Callable[[str], Any] | None = None, say: Callable[[str], None] = print) -> None:  # fmt: skip
-    """Create or update the saved queries, topic, alarms and dashboard; ``client(name)`` makes boto3 clients."""
+         client: Callable[[str], Any] | None = None, say: Callable[[str], None] = print,
+         services: list[str] | None = None, namespace: str = "otel-kit") -> None:  # fmt: skip
+    """Create or update the saved queries, topic, alarms and dashboard; ``client(name)`` makes boto3 clients.
+    ``services`` get an alarm each on the EMF metrics the collector's aws overlay writes under ``namespace``."""
     if not log_groups:
         raise ValueError("name at least one log group (--log-group) for the saved queries and the dashboard")
     if client is None:
@@ -134,7 +163,7 @@ def push(root: Path, log_groups: list[str], functions: list[str], dry_run: bool 
         if endpoint not in subscribed:
             sns.subscribe(TopicArn=topic_arn, Protocol="https", Endpoint=endpoint)
             say("subscribed PagerDuty's CloudWatch integration to the topic")
-    for alarm in _alarms(functions, topic_arn):
+    for alarm in [*_alarms(functions, topic_arn), *service_alarms(services or [], namespace, topic_arn)]:
         say(f"put alarm {alarm['AlarmName']}")
         cloudwatch.put_metric_alarm(**alarm)
     say("put dashboard otel-kit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,13 +92,25 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     _assert_nothing_left(tmp_path)
 
 
-def test_the_aws_backend_reads_the_sagas_back_from_xray(tmp_path: Path) -> None:
-    runner = _runner(tmp_path, "--backend", "aws", "--duration", "8", "--rate", "4", "--seed", "3")
+def test_the_aws_backend_reports_from_xray_cloudwatch_logs_and_emf(tmp_path: Path) -> None:
+    """The aws report tells the story the lgtm one tells, from what AWS (moto) holds: trees named like the lgtm
+    report's spans, RED from the EMF documents, errors with their message and log lines, the alarms."""
+    runner = _runner(tmp_path, "--backend", "aws", "--duration", "8", "--rate", "4", "--seed", "3",
+                     "--fault", "payment-decline")  # fmt: skip
     stdout, stderr = runner.communicate(timeout=240)
     assert runner.returncode == 0, stderr[-3000:]
     assert "X-Ray received" in stdout
     completed = stdout.split("a completed saga", 1)[1].split("\n\n", 1)[0]
     for service in ("gateway", "orders", "inventory", "payments", "notifications", "cashback", "receipts"):
         assert f"{service}: " in completed, f"{service} missing from the X-Ray trace:\n{completed}"
+    assert "gateway: POST /orders [server]" in completed, completed
+    assert re.search(r"inventory: (SELECT|UPDATE|INSERT) \[client\]", completed), completed
+    red = stdout.split("RED per service", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"\n  gateway +\d+ +[\d.]+% +[\d.]+\n", red), red
+    errors = stdout.split("top errors", 1)[1].split("\n\n", 1)[0]
+    assert "(no message)" not in errors and " x " in errors, errors
+    alerts = stdout.split("alerts:", 1)[1]
+    assert "otel-kit-gateway-server-errors" in alerts, alerts
     assert json.loads((tmp_path / "xray-segments.json").read_text())
+    assert json.loads((tmp_path / "cloudwatch-emf.json").read_text())
     _assert_nothing_left(tmp_path)

@@ -65,7 +65,7 @@ class ShopStack:
     """The running stack; a context manager. ``out``: the folder for ``stack.json`` and the raw telemetry."""
 
     out: Path
-    backend: str = "lgtm"  # or "aws": the collector's aws overlay sending traces to X-Ray (moto)
+    backend: str = "lgtm"  # or "aws": the collector's aws overlay sending to X-Ray, CloudWatch Logs and EMF (moto)
     api_key: str = field(default_factory=lambda: f"demo-{secrets.token_hex(8)}")
     rate_limit: float | None = None  # the gateway's requests a second per key (None: SHOP_RATE_LIMIT or 50)
     urls: dict[str, str] = field(default_factory=dict)
@@ -95,7 +95,7 @@ class ShopStack:
     def _start(self) -> None:
         enter = self._stack.enter_context
         if self.backend == "aws":
-            step("starting moto (AWS APIs: X-Ray) and the otel-kit collector (base + aws)")
+            step("starting moto (AWS APIs: X-Ray, CloudWatch Logs, CloudWatch) and the otel-kit collector (base + aws)")
             self.moto = enter(MotoServer())
             endpoints = {"AWS_XRAY_ENDPOINT": self.moto.endpoint_url, "AWS_LOGS_ENDPOINT": self.moto.endpoint_url}
             self.collector = enter(Collector(["aws.yaml"], {**AWS_ENV, **endpoints}))
@@ -144,8 +144,6 @@ class ShopStack:
             env["DATABASE_URL"] = self.postgres.url(name)
         if self.rate_limit is not None:
             env["SHOP_RATE_LIMIT"] = str(self.rate_limit)
-        if self.backend == "aws":  # the aws overlay has no logs pipeline: logs are the JSON lines on stdout
-            env["OTEL_LOGS_EXPORTER"] = "none"
         return env
 
     def start_service(self, name: str) -> None:
@@ -263,7 +261,7 @@ def run(out: Path, rate: float, duration: float, faults: list[str], seed: int | 
             result.confirmed += part.confirmed
             result.compensated += part.compensated
         step("waiting for the telemetry to arrive")
-        kind = XRayReport if backend == "aws" else Report
+        kind = AwsReport if backend == "aws" else Report
         report = kind(shop, result)
         report.wait_for_telemetry()
         report.read()
@@ -410,36 +408,69 @@ class Report:
         (self.shop.out / "prometheus-series.json").write_text(json.dumps(series))
 
 
-class XRayReport(Report):
-    """The report of the aws backend: traces read back from X-Ray (moto) with BatchGetTraces, log lines from the
-    services' standard output (where the awslogs driver would take them), whose ``xray_trace_id`` names the trace."""
+class AwsReport(Report):
+    """The report of the aws backend, from what AWS holds (moto): the traces from X-Ray (BatchGetTraces), the log
+    records from CloudWatch Logs (the services' log groups), RED per service from the EMF documents in CloudWatch
+    Logs (the collector's span metrics), and the CloudWatch alarms ``otel-kit cloudwatch push --service`` defines
+    on those metrics. moto keeps EMF documents as log events without extracting metrics, so RED is added up from
+    the documents themselves, as CloudWatch would; EMF carries a histogram's count and sum (the span metrics have
+    no minimum or maximum), so the latency column is the mean, where the lgtm report has the p95."""
 
     traces_from = "X-Ray"
+    METRICS_GROUP = "/otel-kit/metrics"
+
+    def _client(self, name: str) -> Any:
+        import boto3
+
+        return boto3.client(name, endpoint_url=self.shop.moto.endpoint_url, region_name=AWS_ENV["AWS_REGION"],
+                            aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+
+    def _events(self, group: str) -> list[dict[str, Any]]:
+        logs = self._client("logs")
+        events: list[dict[str, Any]] = []
+        for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream["logStreamName"],
+                                          "startFromHead": True}  # fmt: skip
+                if token:
+                    kwargs["nextToken"] = token
+                page = logs.get_log_events(**kwargs)
+                events += [json.loads(e["message"]) for e in page["events"] if e["message"].startswith("{")]
+                if not page["events"] or page.get("nextForwardToken") in (None, token):
+                    break
+                token = page["nextForwardToken"]
+        return events
+
+    def _groups(self) -> list[str]:
+        found = self._client("logs").describe_log_groups(logGroupNamePrefix="/otel-kit/")["logGroups"]
+        return [g["logGroupName"] for g in found]
 
     def load_logs(self) -> list[tuple[str, dict[str, Any]]]:
         records = []
-        for log in sorted((self.shop.out / "services").glob("*.log")):
-            for line in log.read_text(errors="replace").splitlines():
-                if not line.startswith("{"):
-                    continue
-                entry = json.loads(line)
+        for group in self._groups():
+            if group == self.METRICS_GROUP:
+                continue
+            for entry in self._events(group):
                 trace_b64 = base64.b64encode(bytes.fromhex(entry["trace_id"])).decode() if entry.get("trace_id") else ""
-                records.append((entry.get("service", log.stem), {
+                records.append((entry.get("service", group.rsplit("/", 1)[-1]), {
                     "traceId": trace_b64, "severityText": entry.get("level"), "body": {"stringValue": entry["message"]},
                     "xray_trace_id": entry.get("xray_trace_id"), "order_id": entry.get("order_id"),
                 }))  # fmt: skip
         return records
 
+    def wait_for_telemetry(self) -> None:
+        wait_until(lambda: self.METRICS_GROUP in self._groups(), 60, "the EMF documents in CloudWatch Logs")
+        wait_until(lambda: len(self._groups()) >= 2, 60, "the services' log records in CloudWatch Logs")
+        super().wait_for_telemetry()
+
     def load_spans(self) -> list[tuple[str, dict[str, Any]]]:
         """The traces of the sampled sagas and of every error log line, from X-Ray (at most 60 traces)."""
-        import boto3
-
         logs = self.logs or self.load_logs()
         sampled = set(self.load.confirmed[:3] + self.load.compensated[:3])
         wanted = {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["order_id"] in sampled}
         wanted |= {r["xray_trace_id"] for _, r in logs if r["xray_trace_id"] and r["severityText"] == "ERROR"}
-        xray = boto3.client("xray", endpoint_url=self.shop.moto.endpoint_url, region_name=AWS_ENV["AWS_REGION"],
-                            aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        xray = self._client("xray")
         ids = sorted(wanted)[:60]
         documents = [
             json.loads(segment["Document"])
@@ -448,20 +479,57 @@ class XRayReport(Report):
             for segment in found["Segments"]
         ]
         self.documents = documents
-        return [span for doc in documents for span in _xray_to_spans(doc)]
+        return [span for doc in documents for span in xray_to_spans(doc)]
 
     def red(self) -> list[str]:
-        return ["  not on this backend: CloudWatch metrics need the collector's EMF exporter (not in this build)"]
+        from otel_kit.cloudwatch import SPAN_CALLS, SPAN_DURATION
+
+        calls: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        seconds: Counter[str] = Counter()
+        timed: Counter[str] = Counter()
+        for doc in self._events(self.METRICS_GROUP):
+            # one document per series (service, span name, kind, status), whatever dimension sets it declares
+            if doc.get("span.kind") not in ("SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"):
+                continue
+            service = str(doc.get("service.name", "?"))
+            if SPAN_CALLS in doc:
+                calls[service] += doc[SPAN_CALLS]
+                if doc.get("status.code") == "STATUS_CODE_ERROR":
+                    errors[service] += doc[SPAN_CALLS]
+            duration = doc.get(SPAN_DURATION)
+            if isinstance(duration, dict) and duration.get("Count"):
+                seconds[service] += duration["Sum"]
+                timed[service] += duration["Count"]
+        lines = [f"  {'service':<14} {'calls':>7} {'errors':>7} {'mean ms':>8}"]
+        for service in sorted(calls):
+            share = errors[service] / calls[service] if calls[service] else 0.0
+            mean = 1000 * seconds[service] / timed[service] if timed[service] else float("nan")
+            lines.append(f"  {service:<14} {calls[service]:>7.0f} {share:>7.1%} {mean:>8.1f}")
+        return lines if calls else ["  no EMF documents of the span metrics yet"]
 
     def alerts(self) -> list[str]:
-        return ["  not on this backend: the alert rules run on Prometheus/Mimir (the lgtm backend)"]
+        from otel_kit.cloudwatch import service_alarms
+
+        services = sorted({svc for svc, _ in self.spans})
+        topic = self._client("sns").create_topic(Name="otel-kit-alarms")["TopicArn"]
+        cloudwatch = self._client("cloudwatch")
+        for alarm in service_alarms(services, "otel-kit", topic):  # what otel-kit cloudwatch push --service defines
+            cloudwatch.put_metric_alarm(**alarm)
+        found = cloudwatch.describe_alarms(AlarmNamePrefix="otel-kit-")["MetricAlarms"]
+        lines = [f"  {a['AlarmName']}: {a['StateValue']} ({a['MetricName']}, {a['Threshold']:.0f} in "
+                 f"{a['Period']} s)" for a in found]  # fmt: skip
+        return [*lines, "  (moto does not evaluate alarms: each stays in its first state)"] if lines else ["  none"]
 
     def save_raw(self) -> None:
         (self.shop.out / "xray-segments.json").write_text(json.dumps(self.documents))
+        (self.shop.out / "cloudwatch-emf.json").write_text(json.dumps(self._events(self.METRICS_GROUP)))
 
 
-def _xray_to_spans(doc: dict[str, Any], parent: str = "") -> list[tuple[str, dict[str, Any]]]:
-    """An X-Ray segment document (and its nested subsegments) as (service, span in OTLP JSON form)."""
+def xray_to_spans(doc: dict[str, Any], parent: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """An X-Ray segment document (and its nested subsegments) as (service, span in OTLP JSON form), named from the
+    document's own fields as the OpenTelemetry span was: the HTTP method and route or path, the SQL operation, the
+    messaging operation and queue; its kind from its type and namespace; an error described by its cause."""
 
     def b64(hex_text: str) -> str:
         return base64.b64encode(bytes.fromhex(hex_text)).decode() if hex_text else ""
@@ -469,21 +537,62 @@ def _xray_to_spans(doc: dict[str, Any], parent: str = "") -> list[tuple[str, dic
     annotations = doc.get("annotations", {})
     service = str(annotations.get("service", doc.get("name", "?")))
     metadata = {**doc.get("metadata", {}).get("default", {}), **annotations}
-    failed = doc.get("error") or doc.get("fault")
-    cause = doc.get("cause", {}).get("exceptions", [{}])[0].get("message", "") if failed else ""
+    # X-Ray flags every 4xx answer as an error; OpenTelemetry, and the lgtm report, only a failure with a cause (the
+    # span's status description or exception) or a fault (5xx)
+    failed = doc.get("fault") or bool(_xray_cause(doc, with_status=False))
     span = {
-        "name": doc.get("name", "?"),
+        "name": _xray_name(doc, metadata),
         "traceId": b64(doc["trace_id"].replace("1-", "", 1).replace("-", "")),
         "spanId": b64(doc["id"]),
         "parentSpanId": b64(doc.get("parent_id", parent)),
-        "kind": "SPAN_KIND_SERVER" if doc.get("type") != "subsegment" and not parent else "SPAN_KIND_INTERNAL",
+        "kind": _xray_kind(doc, metadata, nested=bool(parent)),
         "startTimeUnixNano": int(doc["start_time"] * 1e9),
         "endTimeUnixNano": int(doc.get("end_time", doc["start_time"]) * 1e9),
-        "status": {"code": "STATUS_CODE_ERROR", "message": cause} if failed else {},
+        "status": {"code": "STATUS_CODE_ERROR", "message": _xray_cause(doc)} if failed else {},
         "attributes": [{"key": k, "value": {"stringValue": str(v)}} for k, v in metadata.items()],
     }
     spans = [(service, span)]
     for sub in doc.get("subsegments", []):
-        spans += _xray_to_spans({**sub, "trace_id": doc["trace_id"], "annotations": {"service": service,
-                                 **sub.get("annotations", {})}}, doc["id"])  # fmt: skip
+        spans += xray_to_spans({**sub, "trace_id": doc["trace_id"], "annotations": {"service": service,
+                               **sub.get("annotations", {})}}, doc["id"])  # fmt: skip
     return spans
+
+
+def _xray_name(doc: dict[str, Any], metadata: dict[str, Any]) -> str:
+    sql = doc.get("sql")
+    if isinstance(sql, dict):
+        query = str(sql.get("sanitized_query", "")).strip()
+        return query.split(None, 1)[0].upper() if query else str(metadata.get("db.operation.name", "SQL"))
+    operation = metadata.get("messaging.operation.name")
+    if operation:
+        return f"{operation} {metadata.get('messaging.destination.name', '')}".strip()
+    request = doc.get("http", {}).get("request", {})
+    method = str(request.get("method", "")).upper()
+    if method:
+        route = metadata.get("http.route")
+        if route:
+            return f"{method} {route}"
+        from urllib.parse import urlsplit
+
+        path = urlsplit(str(request.get("url", ""))).path
+        return f"{method} {path}" if path else method
+    return str(doc.get("name", "?"))
+
+
+def _xray_kind(doc: dict[str, Any], metadata: dict[str, Any], nested: bool) -> str:
+    operation = str(metadata.get("messaging.operation.type", ""))
+    if doc.get("type") == "subsegment" or nested:
+        if operation in ("publish", "send", "create"):
+            return "SPAN_KIND_PRODUCER"
+        return "SPAN_KIND_CLIENT" if doc.get("namespace") in ("remote", "aws") else "SPAN_KIND_INTERNAL"
+    return "SPAN_KIND_CONSUMER" if operation in ("process", "receive") else "SPAN_KIND_SERVER"
+
+
+def _xray_cause(doc: dict[str, Any], with_status: bool = True) -> str:
+    exceptions = doc.get("cause", {}).get("exceptions", []) if isinstance(doc.get("cause"), dict) else []
+    if exceptions:
+        first = exceptions[0]
+        kind, message = first.get("type", ""), first.get("message", "")
+        return f"{kind}: {message}" if kind and message else kind or message
+    status = doc.get("http", {}).get("response", {}).get("status") if with_status else None
+    return f"HTTP status {status}" if status else ""

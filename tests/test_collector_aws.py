@@ -22,7 +22,7 @@ from opentelemetry import trace
 import otel_kit
 from demo_services.stack.servers import Collector, MotoServer, wait_until
 from otel_kit import testing
-from otel_kit.cloudwatch import load_queries, query_fields
+from otel_kit.cloudwatch import SPAN_CALLS, load_queries, query_fields, service_alarms
 from tests.asgi import request
 from tests.test_cloudwatch import DEMO_FIELDS, ROOT
 
@@ -188,8 +188,13 @@ def test_span_metrics_reach_cloudwatch_per_service_and_span_name(shipped: dict[s
             if "traces.span.metrics.calls" in doc and doc.get("span.kind") == "SPAN_KIND_SERVER":
                 (directive,) = doc["_aws"]["CloudWatchMetrics"]
                 assert [sorted(d) for d in directive["Dimensions"]] == [
-                    sorted(["service.name", "span.name", "span.kind", "status.code"])
+                    sorted(["service.name", "span.name", "span.kind", "status.code"]),
+                    sorted(["service.name", "span.kind", "status.code"]),
                 ]
+                # the alarm otel-kit cloudwatch push --service puts watches a series these documents make
+                (alarm,) = service_alarms(["orders"], NAMESPACE, "arn:aws:sns:eu-west-1:123456789012:t")
+                assert sorted(d["Name"] for d in alarm["Dimensions"]) in [sorted(d) for d in directive["Dimensions"]]
+                assert (alarm["Namespace"], alarm["MetricName"]) == (directive["Namespace"], SPAN_CALLS)
                 key = (doc["span.name"], doc["status.code"])
                 found[key] = found.get(key, 0.0) + float(doc["traces.span.metrics.calls"])
         return found

@@ -76,13 +76,17 @@ def test_a_placed_order_is_one_trace_across_every_service(shop: ShopStack) -> No
     publish = [s for svc, s in spans if svc == "orders" and s["kind"] == "SPAN_KIND_PRODUCER"]
     assert len(publish) == 1
     assert attributes(publish[0]["attributes"])["messaging.system"] == "rabbitmq"
-    for svc, span in spans:
+    rabbitmq = [(svc, s) for svc, s in spans if attributes(s["attributes"]).get("messaging.system") == "rabbitmq"]
+    for svc, span in rabbitmq:
         if span["kind"] == "SPAN_KIND_CONSUMER":
             assert span["parentSpanId"] == publish[0]["spanId"], svc
             assert [link["spanId"] for link in span.get("links", [])] == [publish[0]["spanId"]], svc
-    # the Lambda handler's invocation span continues the receipts consumer's
+    # the Lambda handler's invocation span continues the receipts consumer's, and processes its SQS record
     lambda_span = next(s for svc, s in spans if svc == "receipts" and s["kind"] == "SPAN_KIND_SERVER")
     assert attributes(lambda_span["attributes"])["faas.trigger"] == "pubsub"
+    (record,) = [s for _, s in spans if attributes(s["attributes"]).get("messaging.system") == "aws_sqs"]
+    assert (record["name"], record["kind"]) == ("process receipts", "SPAN_KIND_CONSUMER")
+    assert record["parentSpanId"] == lambda_span["spanId"] and not record.get("links")
 
 
 def test_a_declined_payment_is_compensated_and_the_saga_fails(shop: ShopStack) -> None:

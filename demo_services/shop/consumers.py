@@ -55,6 +55,7 @@ def receipts(event: dict[str, Any], _routing_key: str) -> None:
     propagate.inject(carrier)  # the consumer span's context, as an SQS message carries its sender's
     record = {
         "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:000000000000:receipts",
         "messageId": str(uuid.uuid4()),
         "body": json.dumps(event),
         "attributes": {"AWSTraceHeader": carrier.get("X-Amzn-Trace-Id", "")},

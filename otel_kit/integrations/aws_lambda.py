@@ -118,7 +118,8 @@ class _SqsBatch:
     """One span per record of an SQS batch, as the handler iterates over ``event["Records"]``.
 
     A record's span (``process <queue>``, kind CONSUMER) continues the producer's trace when the record carries
-    one (linking to the invocation's span), else is a child of the invocation's span; while the handler works on
+    one the invocation does not continue already (linking to the invocation's span), else is a child of the
+    invocation's span; while the handler works on
     the record, its context (and so its correlation id, from the message or fresh) is the current one. The span
     ends when the handler moves on, its end time noted; it is closed when the invocation ends, as an error when
     the handler raised while on it or reported the record in ``batchItemFailures``.
@@ -146,8 +147,11 @@ class _SqsBatch:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
             producer = propagate.extract(_record_carrier(record), getter=lower_case_getter)
             producer_span = trace.get_current_span(producer).get_span_context()
-            links = [trace.Link(self._invocation.get_span_context())]
-            parent = producer if producer_span.is_valid else trace.set_span_in_context(self._invocation, producer)
+            invocation = self._invocation.get_span_context()
+            # a record from another trace continues it and links to the invocation; a record whose trace the
+            # invocation already continues (a one-message batch) is the invocation's child
+            own_trace = producer_span.is_valid and producer_span.trace_id != invocation.trace_id
+            parent = producer if own_trace else trace.set_span_in_context(self._invocation, producer)
             queue = ""
             if isinstance(record, Mapping):
                 queue = str(record.get("eventSourceARN", "")).rsplit(":", 1)[-1]
@@ -155,7 +159,7 @@ class _SqsBatch:
                 f"process {queue}".strip(),
                 context=parent,
                 kind=SpanKind.CONSUMER,
-                links=links if producer_span.is_valid else None,
+                links=[trace.Link(invocation)] if own_trace else None,
                 attributes={
                     "messaging.system": "aws_sqs",
                     "messaging.operation.type": "process",

@@ -25,6 +25,7 @@ from demo_services.stack.servers import (
     Prometheus,
     attributes,
     collector_binary,
+    free_ports,
     hex_id,
     serve_wsgi,
     wait_until,
@@ -39,8 +40,13 @@ NO_AWS_METADATA = {"AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def _validate(*configs: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The collector's own ``validate``, which builds every component: the awsxray receiver binds its UDP port."""
+    import os
+
+    udp, proxy = free_ports(2)
+    bound = {"OTELCOL_XRAY_UDP_ENDPOINT": f"127.0.0.1:{udp}", "OTELCOL_XRAY_PROXY_ENDPOINT": f"127.0.0.1:{proxy}"}
     argv = [str(collector_binary()), "validate", *(a for c in configs for a in ("--config", str(c)))]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**(env or os.environ), **bound})
 
 
 @pytest.mark.parametrize(

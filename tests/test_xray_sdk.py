@@ -24,7 +24,6 @@ from demo_services.stack.servers import (
     ManagedProcess,
     MotoServer,
     free_port,
-    free_ports,
     port_open,
     serve_asgi,
     wait_until,
@@ -44,11 +43,10 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     X-Ray SDK service in its own process."""
     rules = tmp_path / "sampling.json"
     rules.write_text(json.dumps({"version": 2, "default": {"fixed_target": 1, "rate": 1.0}, "rules": []}))
-    udp, proxy = free_ports(2)
     with MotoServer() as moto:
         env = {**AWS_ENV, "AWS_XRAY_ENDPOINT": moto.endpoint_url, "AWS_LOGS_ENDPOINT": moto.endpoint_url}
-        env |= {"OTELCOL_XRAY_UDP_ENDPOINT": f"127.0.0.1:{udp}", "OTELCOL_XRAY_PROXY_ENDPOINT": f"127.0.0.1:{proxy}"}
         with Collector(["aws.yaml"], env) as collector, pytest.MonkeyPatch.context() as mp:
+            udp = collector.xray_udp_port
             mp.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.http_port}")
             mp.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
             with testing.capture("stock", traces_exporter="otlp") as tel:

@@ -666,8 +666,9 @@ class Collector(_ChildServer):
         self._env = env or {}
 
     def choose_ports_again(self) -> bool:
-        ports = free_ports(5)
-        self.grpc_port, self.http_port, self.health_port, self.metrics_port, self._pprof_port = ports
+        ports = free_ports(7)
+        self.grpc_port, self.http_port, self.health_port, self.metrics_port, self._pprof_port = ports[:5]
+        self.xray_udp_port, self._xray_proxy_port = ports[5:]  # the awsxray receiver (aws overlay): UDP, TCP
         self.ports = [self.grpc_port, self.http_port, self.health_port]
         self.endpoint = f"http://{LOOPBACK}:{self.grpc_port}"
         return True
@@ -680,6 +681,8 @@ class Collector(_ChildServer):
             "OTELCOL_PPROF_ENDPOINT": f"{LOOPBACK}:{self._pprof_port}",
             "OTELCOL_STORAGE_DIR": str(self.storage),
             "OTELCOL_METRICS_PORT": str(self.metrics_port),
+            "OTELCOL_XRAY_UDP_ENDPOINT": f"{LOOPBACK}:{self.xray_udp_port}",
+            "OTELCOL_XRAY_PROXY_ENDPOINT": f"{LOOPBACK}:{self._xray_proxy_port}",
             # an AWS exporter without a region would ask the EC2 instance metadata service, off this machine
             "AWS_EC2_METADATA_DISABLED": "true",
             **self._env,

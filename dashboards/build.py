@@ -135,7 +135,8 @@ def logs_dashboard() -> dashboard.Dashboard:
     stream = '{service_name=~"$service", deployment_environment_name=~"$env"} | severity_text=~"$level" | correlation_id=~"$correlation_id"'
     return (
         base("otel-kit-logs", "Logs", "The services' log lines in Loki; each line links to its trace.")
-        .with_variable(dashboard.CustomVariable("level").label("Level").values("ERROR,WARNING,INFO,DEBUG")
+        # the severity_text of the OTLP records (OpenTelemetry's names: WARN for WARNING, FATAL for CRITICAL)
+        .with_variable(dashboard.CustomVariable("level").label("Level").values("FATAL,ERROR,WARN,INFO,DEBUG")
                        .include_all(True).all_value(".*").multi(True))
         .with_variable(dashboard.TextBoxVariable("correlation_id").label("Correlation id").default_value(".*"))
         .with_panel(timeseries.Panel().title("Log volume").description("Log lines a minute by level.").unit("short")

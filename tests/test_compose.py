@@ -131,3 +131,24 @@ def test_the_demo_image_installs_the_locked_dependencies() -> None:
     assert "COPY pyproject.toml constraints.txt" in dockerfile
     assert re.search(r"pip install -c constraints\.txt", dockerfile)
     assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)  # the Python the tests run on
+
+
+def test_services_of_a_profile_require_no_variable_the_default_start_lacks() -> None:
+    """Compose interpolates every service before it drops those of inactive profiles, so a ``${VAR:?}`` in the aws
+    profile stopped ``docker compose up`` without that profile (``required variable AWS_REGION is missing``)."""
+    for name, service in _services().items():
+        if service.get("profiles"):
+            required = re.findall(r"\$\{(\w+):?\?", yaml.safe_dump(service))
+            assert not required, f"{name} (profiles {service['profiles']}) requires {required}"
+
+
+def test_every_shop_server_listens_beyond_the_containers_loopback() -> None:
+    """gateway, orders and payments run uvicorn through demo_services.shop.common.serve_asgi, which binds
+    SHOP_BIND_HOST (127.0.0.1 unless set): inside a container that refused every call from other containers."""
+    from demo_services.shop import common
+
+    assert "SHOP_BIND_HOST" in Path(common.__file__).read_text()
+    for name in ("gateway", "orders", "payments"):
+        service = _services()[name]
+        assert "demo_services.shop." in " ".join(service["command"]), name
+        assert service["environment"].get("SHOP_BIND_HOST") == "0.0.0.0", name

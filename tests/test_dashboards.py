@@ -96,3 +96,20 @@ def test_links_between_dashboards_and_from_alerts_resolve() -> None:
 def test_the_dashboard_provider_points_at_a_folder_of_these_files() -> None:
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "otel-kit.yaml").read_text())["providers"][0]
     assert provider["type"] == "file" and provider["options"]["path"].endswith("/otel-kit")
+
+
+def test_the_logs_level_filter_offers_the_severity_texts_the_otlp_records_carry() -> None:
+    """Loki keeps an OTLP record's severity_text; otel_kit's records carry OpenTelemetry's names (WARN, FATAL), so a
+    filter offering WARNING matched nothing."""
+    import logging
+
+    from otel_kit import testing
+
+    with testing.capture("svc") as tel:
+        for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+            logging.getLogger("app").log(level, "a line")
+        sent = [r.log_record.severity_text for r in tel.log_records()]
+    logs_board = json.loads(render("otel-kit-logs"))
+    (level,) = [v for v in logs_board["templating"]["list"] if v["name"] == "level"]
+    offered = level["query"].split(",")
+    assert sent == offered[:4] and offered[4:] == ["DEBUG"]

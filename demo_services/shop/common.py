@@ -167,7 +167,9 @@ def service_app(title: str) -> Any:
 
 
 def serve_asgi(app: Any, port: int) -> None:
-    """Run an ASGI app on 127.0.0.1 with uvicorn (its access log off: the JSON lines carry each request)."""
+    """Run an ASGI app with uvicorn on ``SHOP_BIND_HOST`` (default 127.0.0.1; compose sets 0.0.0.0, as a container's
+    service is reached from other containers), its access log off: the JSON lines carry each request."""
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    host = os.environ.get("SHOP_BIND_HOST", "127.0.0.1")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")

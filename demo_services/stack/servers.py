@@ -50,14 +50,43 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux: ``ip_local_port_range``), 32768 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_FIRST_CHOSEN_PORT = 10000
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` different TCP ports on 127.0.0.1 that were free a moment ago. They are held open together while
-    chosen: one after the other, the kernel may hand out a port it has just given back, twice to one server."""
+    """``count`` different TCP ports on 127.0.0.1 that were free a moment ago, below the range the kernel hands to
+    outgoing connections: a port chosen there could be taken by any process's connection before the server binds
+    it, or while a test has the server stopped (a broker restarted on its port). They are held open together while
+    chosen. Where no such range is left, the kernel chooses (port 0)."""
+    import random
+
+    low = _ephemeral_low()
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
+        chosen: list[int] = []
+        candidates = list(range(_FIRST_CHOSEN_PORT, low)) if low - _FIRST_CHOSEN_PORT > 100 * count else []
+        random.shuffle(candidates)
+        for port in candidates:
+            if len(chosen) == count:
+                break
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            chosen.append(port)
+        while len(chosen) < count:
+            sock = stack.enter_context(socket.socket())
             sock.bind((LOOPBACK, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            chosen.append(int(sock.getsockname()[1]))
+        return chosen
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:

@@ -11,9 +11,11 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, format_trace_id
 
 import otel_kit
@@ -35,6 +37,7 @@ from otel_kit import testing
 pytestmark = pytest.mark.e2e
 
 CONFIG = COLLECTOR_DIR / "config"
+ROOT = COLLECTOR_DIR.parent
 # without a region the AWS SDK asks the EC2 instance metadata service, an address no test may reach
 NO_AWS_METADATA = {"AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -153,6 +156,67 @@ def test_service_telemetry_reaches_tempo_loki_and_mimir_through_the_collector(
     assert _total(mimir, queries["http histogram"]) == 5
     assert _total(mimir, queries["spanmetrics calls"]) == spans == 15  # 5 x (traced function, client, server)
     assert _total(mimir, queries["service graph"]) == 5
+
+
+def _trace_to_logs_query(trace_hex: str, span_tags: dict[str, str]) -> str:
+    """The LogQL Grafana runs for a span's "Logs for this span": the provisioned ``tracesToLogsV2`` query after the
+    provisioning's ``$$`` escape and Grafana's interpolation of ``${__tags}`` (the configured tags, renamed, joined
+    with ", ") and ``${__trace.traceId}``, as Grafana's own createSpanLink tests spell it out (it cannot run here)."""
+    import yaml
+
+    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
+    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    link = tempo["jsonData"]["tracesToLogsV2"]
+    assert link.get("customQuery") is True and not link.get("filterByTraceID")
+    tags = ", ".join(f'{t.get("value") or t["key"]}="{span_tags[t["key"]]}"' for t in link["tags"])
+    query = str(link["query"]).replace("$$", "$")
+    return query.replace("${__tags}", tags).replace("${__trace.traceId}", trace_hex)
+
+
+def _loki_matches(query: str, records: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records a Loki 3.4 would return for ``{label="v", ...} | field="v"``, from what its OTLP endpoint was
+    sent: resource attributes become labels with dots as underscores (service.name -> service_name), the record's
+    trace and span ids structured metadata (trace_id, span_id), the body the line. A stand-in for Loki, which cannot
+    run here; a query of another shape fails the test."""
+    import re
+
+    shape = re.fullmatch(r'\{(?P<selector>[^}]*)\} \| (?P<field>\w+)="(?P<value>[^"]*)"', query)
+    assert shape, f"not a query this stand-in reads: {query}"
+    selector = dict(re.findall(r'(\w+)="([^"]*)"', shape["selector"]))
+    found = []
+    for resource, record in records:
+        labels = {k.replace(".", "_"): str(v) for k, v in resource.items()}
+        metadata = {"trace_id": hex_id(record.get("traceId", "")), "span_id": hex_id(record.get("spanId", ""))}
+        metadata |= {k.replace(".", "_"): str(v) for k, v in attributes(record.get("attributes", [])).items()}
+        if all(labels.get(k) == v for k, v in selector.items()) and metadata.get(shape["field"]) == shape["value"]:
+            found.append(record)
+    return found
+
+
+def test_logs_for_a_span_finds_its_records_where_the_collector_sent_them(
+    monkeypatch: pytest.MonkeyPatch, lgtm: tuple[Collector, OtlpReceiver, OtlpReceiver, Prometheus]
+) -> None:
+    """Grafana's Tempo → Loki link, as provisioned, applied to what the collector sent toward Loki. The default
+    (filterByTraceID) searched the line text for the trace id: the line is the message alone, so it found nothing."""
+    import logging
+
+    collector, tempo, loki, _ = lgtm
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    with testing.capture("links-e2e", traces_exporter="otlp", logs_exporter="otlp") as tel:
+        with otel_kit.correlation_scope("link-1"), trace.get_tracer("t").start_as_current_span("pay") as span:
+            logging.getLogger("payments").info("charge accepted")
+            logging.getLogger("payments").warning("card near its limit")
+        assert tel.handle.force_flush(10_000)
+    trace_hex = format_trace_id(span.get_span_context().trace_id)
+    wait_until(lambda: any(hex_id(s["traceId"]) == trace_hex for _, s in tempo.spans()), 30, "the span at Tempo")
+    (resource, _), *_ = [(r, s) for r, s in tempo.spans() if hex_id(s["traceId"]) == trace_hex]
+    query = _trace_to_logs_query(trace_hex, {k: str(v) for k, v in resource.items()})
+    assert query == f'{{service_name="links-e2e"}} | trace_id="{trace_hex}"'
+    wait_until(lambda: len(_loki_matches(query, loki.log_records())) == 2, 30, "the span's log records")
+    bodies = sorted(r["body"]["stringValue"] for r in _loki_matches(query, loki.log_records()))
+    assert bodies == ["card near its limit", "charge accepted"]
+    # what the default filter looked for: the trace id in the line's text, which carries only the message
+    assert not [r for _, r in loki.log_records() if trace_hex in r["body"].get("stringValue", "")]
 
 
 def _total(prometheus: Prometheus, promql: str) -> float:

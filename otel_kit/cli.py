@@ -157,14 +157,13 @@ def _grafana_push(args: argparse.Namespace) -> int:
 
 
 def _cloudwatch_push(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from otel_kit.cloudwatch import push
 
+    namespace = args.namespace or os.environ.get("CW_NAMESPACE") or "otel-kit"
     try:
-        import os
-
-        namespace = args.namespace or os.environ.get("CW_NAMESPACE") or "otel-kit"
         push(Path(args.dir), args.log_group, args.function, dry_run=args.dry_run, services=args.service,
              namespace=namespace)  # fmt: skip
     except ValueError as err:

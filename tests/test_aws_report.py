@@ -16,6 +16,12 @@ def _doc(**fields: Any) -> dict[str, Any]:
     return {"trace_id": TRACE, "id": "7349ef2b2895d2d8", "start_time": 1.0, "end_time": 1.5, **fields}
 
 
+def _messaging(operation: str, kind: str) -> dict[str, Any]:
+    """A segment's metadata as the X-Ray exporter writes a messaging span's attributes."""
+    attributes = {"messaging.operation.name": operation, "messaging.operation.type": kind}
+    return {"default": {**attributes, "messaging.destination.name": "shop.orders"}}
+
+
 def _one(doc: dict[str, Any], parent: str = "") -> tuple[str, str, str, dict[str, Any]]:
     ((service, span),) = xray_to_spans(doc, parent)
     return service, span["name"], span["kind"], span["status"]
@@ -52,26 +58,10 @@ def test_clients_are_named_by_method_and_path_sql_by_operation_queues_by_operati
         name="publish shop.orders",
         type="subsegment",
         annotations={"service": "orders"},
-        metadata={
-            "default": {
-                "messaging.operation.name": "publish",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": "shop.orders",
-            }
-        },
+        metadata=_messaging("publish", "send"),
     )
     assert _one(publish, "aaaaaaaaaaaaaaaa")[1:3] == ("publish shop.orders", "SPAN_KIND_PRODUCER")
-    process = _doc(
-        name="cashback",
-        annotations={"service": "cashback"},
-        metadata={
-            "default": {
-                "messaging.operation.name": "process",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": "shop.orders",
-            }
-        },
-    )
+    process = _doc(name="cashback", annotations={"service": "cashback"}, metadata=_messaging("process", "process"))
     assert _one(process)[1:3] == ("process shop.orders", "SPAN_KIND_CONSUMER")
 
 

@@ -106,7 +106,10 @@ def test_the_aws_backend_reports_from_xray_cloudwatch_logs_and_emf(tmp_path: Pat
     assert "gateway: POST /orders [server]" in completed, completed
     assert re.search(r"inventory: (SELECT|UPDATE|INSERT) \[client\]", completed), completed
     red = stdout.split("RED per service", 1)[1].split("\n\n", 1)[0]
-    assert re.search(r"\n  gateway +\d+ +[\d.]+% +[\d.]+\n", red), red
+    gateway = re.search(r"\n  gateway +(\d+) +[\d.]+% +[\d.]+\n", red)
+    assert gateway, red
+    answered = sum(int(n) for n in re.findall(r"\w+ \d{3}: (\d+)", stdout.split("\n", 1)[0]))
+    assert int(gateway[1]) == answered  # every request the load generator had answered, counted once
     errors = stdout.split("top errors", 1)[1].split("\n\n", 1)[0]
     assert "(no message)" not in errors and " x " in errors, errors
     alerts = stdout.split("alerts:", 1)[1]

@@ -275,6 +275,7 @@ class Report:
     """What a person wants after a run, from what the backends received."""
 
     traces_from = "Tempo"
+    red_window = "last 5 min"
 
     def __init__(self, shop: ShopStack, load: LoadResult) -> None:
         self.shop, self.load = shop, load
@@ -396,7 +397,7 @@ class Report:
             trace_hex = next((t for t in map(self._saga_trace, ids) if t), None)
             if trace_hex:
                 out += ["", f"{title} (trace {trace_hex}):", *self.tree(trace_hex)]
-        out += ["", "RED per service (server and consumer spans, last 5 min):", *self.red()]
+        out += ["", f"RED per service (server and consumer spans, {self.red_window}):", *self.red()]
         out += ["", "top errors, with the error log lines of one of their traces:", *self.top_errors()]
         out += ["", "alerts:", *self.alerts()]
         return "\n".join(out)
@@ -417,6 +418,7 @@ class AwsReport(Report):
     no minimum or maximum), so the latency column is the mean, where the lgtm report has the p95."""
 
     traces_from = "X-Ray"
+    red_window = "the whole run"
     METRICS_GROUP = "/otel-kit/metrics"
 
     def _client(self, name: str) -> Any:
@@ -459,10 +461,43 @@ class AwsReport(Report):
                 }))  # fmt: skip
         return records
 
+    def read(self) -> None:
+        super().read()
+        self.emf = self._events(self.METRICS_GROUP)  # the EMF documents, read once for red() and save_raw()
+
     def wait_for_telemetry(self) -> None:
         wait_until(lambda: self.METRICS_GROUP in self._groups(), 60, "the EMF documents in CloudWatch Logs")
         wait_until(lambda: len(self._groups()) >= 2, 60, "the services' log records in CloudWatch Logs")
+        # the span metrics leave the collector every 5 s, a series' first document counting none yet: RED is read
+        # once the gateway's documents count every request the load generator had answered
+        answered = sum(n for outcome, n in self.load.outcomes.items() if outcome.rsplit(" ", 1)[-1].isdigit())
+        wait_until(lambda: self._server_calls(self._events(self.METRICS_GROUP))[0]["gateway"] >= answered, 60,
+                   "every gateway request in the EMF span metrics")  # fmt: skip
         super().wait_for_telemetry()
+
+    @staticmethod
+    def _server_calls(documents: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str], Counter[str], Counter[str]]:
+        """Per service, from the span metrics' EMF documents of server and consumer spans: calls, failed calls, and
+        the seconds and count of the duration histogram (one document per series, whatever its dimension sets)."""
+        from otel_kit.cloudwatch import SPAN_CALLS, SPAN_DURATION
+
+        calls: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        seconds: Counter[str] = Counter()
+        timed: Counter[str] = Counter()
+        for doc in documents:
+            if doc.get("span.kind") not in ("SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"):
+                continue
+            service = str(doc.get("service.name", "?"))
+            if SPAN_CALLS in doc:
+                calls[service] += doc[SPAN_CALLS]
+                if doc.get("status.code") == "STATUS_CODE_ERROR":
+                    errors[service] += doc[SPAN_CALLS]
+            duration = doc.get(SPAN_DURATION)
+            if isinstance(duration, dict) and duration.get("Count"):
+                seconds[service] += duration["Sum"]
+                timed[service] += duration["Count"]
+        return calls, errors, seconds, timed
 
     def load_spans(self) -> list[tuple[str, dict[str, Any]]]:
         """The traces of the sampled sagas and of every error log line, from X-Ray (at most 60 traces)."""
@@ -482,25 +517,7 @@ class AwsReport(Report):
         return [span for doc in documents for span in xray_to_spans(doc)]
 
     def red(self) -> list[str]:
-        from otel_kit.cloudwatch import SPAN_CALLS, SPAN_DURATION
-
-        calls: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        seconds: Counter[str] = Counter()
-        timed: Counter[str] = Counter()
-        for doc in self._events(self.METRICS_GROUP):
-            # one document per series (service, span name, kind, status), whatever dimension sets it declares
-            if doc.get("span.kind") not in ("SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"):
-                continue
-            service = str(doc.get("service.name", "?"))
-            if SPAN_CALLS in doc:
-                calls[service] += doc[SPAN_CALLS]
-                if doc.get("status.code") == "STATUS_CODE_ERROR":
-                    errors[service] += doc[SPAN_CALLS]
-            duration = doc.get(SPAN_DURATION)
-            if isinstance(duration, dict) and duration.get("Count"):
-                seconds[service] += duration["Sum"]
-                timed[service] += duration["Count"]
+        calls, errors, seconds, timed = self._server_calls(self.emf)
         lines = [f"  {'service':<14} {'calls':>7} {'errors':>7} {'mean ms':>8}"]
         for service in sorted(calls):
             share = errors[service] / calls[service] if calls[service] else 0.0
@@ -523,7 +540,7 @@ class AwsReport(Report):
 
     def save_raw(self) -> None:
         (self.shop.out / "xray-segments.json").write_text(json.dumps(self.documents))
-        (self.shop.out / "cloudwatch-emf.json").write_text(json.dumps(self._events(self.METRICS_GROUP)))
+        (self.shop.out / "cloudwatch-emf.json").write_text(json.dumps(self.emf))
 
 
 def xray_to_spans(doc: dict[str, Any], parent: str = "") -> list[tuple[str, dict[str, Any]]]:

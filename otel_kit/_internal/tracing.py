@@ -168,7 +168,7 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
             context.detach(token)
 
 
-def error_description(span: ReadableSpan) -> str | None:
+def _error_description(span: ReadableSpan) -> str | None:
     """Why a span ended in error, from what it recorded: its last exception (``Type: message``), else its HTTP
     status (``503 Service Unavailable``), else its ``error.type``; None when it recorded none of them."""
     event = next((e for e in reversed(span.events) if e.name == "exception"), None)
@@ -179,12 +179,12 @@ def error_description(span: ReadableSpan) -> str | None:
     attributes = span.attributes or {}
     code = attributes.get("http.response.status_code", attributes.get("http.status_code"))
     if isinstance(code, int):
-        return http_status_text(code)
+        return _http_status_text(code)
     error_type = attributes.get("error.type")
     return str(error_type) if error_type else None
 
 
-def http_status_text(code: int) -> str:
+def _http_status_text(code: int) -> str:
     """``503 Service Unavailable``; ``HTTP status 599`` for a code without a standard phrase."""
     try:
         return f"{code} {HTTPStatus(code).phrase}"
@@ -193,10 +193,10 @@ def http_status_text(code: int) -> str:
 
 
 def _describe_error(span: ReadableSpan) -> None:
-    """Give an ended error span without a description one (``error_description``), so every error a trace view
-    or report shows says why: the contrib HTTP instrumentations set ERROR for a 5xx without one (SDK 1.45
-    internals, covered by tests)."""
-    description = error_description(span)
+    """Give an ended error span without a description one (``_error_description``), so every error a trace view
+    or report shows says why: the toolkit's ASGI middleware and Lambda batches, and the contrib HTTP
+    instrumentations, set ERROR without one (SDK 1.45 internals, covered by tests)."""
+    description = _error_description(span)
     if description:
         span._status = Status(StatusCode.ERROR, description)
 

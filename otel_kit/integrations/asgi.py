@@ -9,7 +9,7 @@ message); this one costs a fraction of that (``bench/``). What it records, per t
   attributes ``http.request.method``, ``url.path``, ``url.scheme``,
   ``http.route``, ``http.response.status_code``, ``network.protocol.version``, ``client.address``,
   ``user_agent.original`` and ``correlation_id``; status ERROR for 5xx and for an exception (recorded, re-raised),
-  described by the exception or the status code (``503 Service Unavailable``);
+  which the provider's processor describes by the exception or the status code (``503 Service Unavailable``);
 - histogram ``http.server.request.duration`` (s) by method, route, status, scheme and ``error.type``;
 - the correlation id (see ``http_server``), echoed in ``X-Correlation-ID`` on every response;
 - the server's own loggers taken over when it starts the app's lifespan (``serverlogs``), and its record of an
@@ -108,12 +108,10 @@ class OtelKitASGIMiddleware:
         span_ctx = trace.set_span_in_context(span, ctx)
         token = context.attach(span_ctx)
         error_type: str | None = None
-        error: BaseException | None = None
         try:
             await self.app(scope, receive, _echo(send, cid_bytes, status))
         except BaseException as exc:
             error_type = type(exc).__qualname__
-            error = exc
             span.record_exception(exc)
             if serverlogs.recorded_by_toolkit(span):  # logged as the span ends: the server need not log it again
                 serverlogs.mark_logged(exc)
@@ -130,18 +128,11 @@ class OtelKitASGIMiddleware:
                 outcome["http.response.status_code"] = code
             if code >= 500 or error_type:
                 outcome["error.type"] = error_type or str(code)
-                span.set_status(Status(StatusCode.ERROR, _why(error, code)))
+                span.set_status(Status(StatusCode.ERROR))  # described as it ends (tracing.KitSpanProcessor)
             tracing.set_plain_attributes(span, outcome)
             span.end()
             measured = {"http.request.method": method, "url.scheme": scheme, **outcome}
             self._duration.record(time.perf_counter() - start, measured, context=span_ctx)
-
-
-def _why(error: BaseException | None, code: int) -> str:
-    """The description of a failed request's span: the exception, else the status code and its phrase."""
-    if error is not None:
-        return f"{type(error).__qualname__}: {error}" if str(error) else type(error).__qualname__
-    return tracing.http_status_text(code)
 
 
 def _echo(send: Send, cid: bytes, status: dict[str, int] | None) -> Send:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from time import time_ns
 from typing import Any, TypeVar
 
@@ -119,30 +119,25 @@ class _SqsBatch:
 
     A record's span (``process <queue>``, kind CONSUMER) continues the producer's trace when the record carries
     one the invocation does not continue already (linking to the invocation's span), else is a child of the
-    invocation's span; while the handler works on
-    the record, its context (and so its correlation id, from the message or fresh) is the current one. The span
-    ends when the handler moves on, its end time noted; it is closed when the invocation ends, as an error when
-    the handler raised while on it or reported the record in ``batchItemFailures``.
+    invocation's span; while the handler works on the record, its context (and so its correlation id, from the
+    message or fresh) is the current one. The span ends when the handler moves on, its end time noted; it is
+    closed when the invocation ends, as an error when the handler raised while on it or reported the record in
+    ``batchItemFailures``.
     """
 
     def __init__(self, tracer: trace.Tracer, invocation: trace.Span) -> None:
         self._tracer = tracer
         self._invocation = invocation
         self._spans: list[tuple[str, trace.Span, int | None]] = []  # message id, span, noted end time
-        self._iterations: list[Iterator[Any]] = []
+        self._iterations: list[Generator[Any, None, None]] = []
 
-    def records(self, records: list[Any]) -> list[Any]:
-        batch = self
+    def iterate(self, records: Iterator[Any]) -> Iterator[Any]:
+        """``records`` one by one, each in its own span and context (see the class docstring)."""
+        iteration = self._iterate(records)
+        self._iterations.append(iteration)
+        return iteration
 
-        class _Records(list):  # type: ignore[type-arg]
-            def __iter__(self) -> Iterator[Any]:
-                iteration = batch._iterate(list.__iter__(self))
-                batch._iterations.append(iteration)
-                return iteration
-
-        return _Records(records)
-
-    def _iterate(self, records: Iterator[Any]) -> Iterator[Any]:
+    def _iterate(self, records: Iterator[Any]) -> Generator[Any, None, None]:
         for record in records:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
             producer = propagate.extract(_record_carrier(record), getter=lower_case_getter)
@@ -180,9 +175,7 @@ class _SqsBatch:
         """End every record's span; the one the handler raised on and those it reported as failed as errors."""
         in_progress = {index for index, (_, _, ended) in enumerate(self._spans) if ended is None}
         for iteration in self._iterations:
-            close = getattr(iteration, "close", None)
-            if close is not None:
-                close()
+            iteration.close()
         failed: set[str] = set()
         if isinstance(result, Mapping) and isinstance(result.get("batchItemFailures"), list):
             failed = {
@@ -191,10 +184,21 @@ class _SqsBatch:
         for index, (message_id, span, ended) in enumerate(self._spans):
             if error is not None and index in in_progress:
                 span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+                span.set_status(Status(StatusCode.ERROR))  # described by the exception as it ends
             elif message_id in failed:
                 span.set_status(Status(StatusCode.ERROR, "reported in batchItemFailures"))
             span.end(end_time=ended)
+
+
+class _TracedRecords(list):  # type: ignore[type-arg]
+    """``event["Records"]`` as the handler gets it: a list whose iteration goes through ``_SqsBatch.iterate``."""
+
+    def __init__(self, records: list[Any], batch: _SqsBatch) -> None:
+        super().__init__(records)
+        self._batch = batch
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._batch.iterate(super().__iter__())
 
 
 def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) -> Any:
@@ -229,9 +233,9 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
                     str(attrs["faas.name"] or fn.__name__), kind=SpanKind.SERVER, attributes=attrs
                 ) as invocation:
                     batch = None
-                    if records is not None:
+                    if records is not None and isinstance(event, dict):
                         batch = _SqsBatch(tracer, invocation)
-                        event["Records"] = batch.records(records)
+                        event["Records"] = _TracedRecords(records, batch)
                     result = None
                     try:
                         result = fn(event, lambda_context)

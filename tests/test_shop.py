@@ -47,14 +47,20 @@ def _spans(shop: ShopStack, trace_hex: str) -> list[tuple[str, dict[str, Any]]]:
     return [(r["service.name"], s) for r, s in shop.tempo.spans() if hex_id(s["traceId"]) == trace_hex]
 
 
-def _wait_for_services(shop: ShopStack, order_id: str, services: set[str]) -> list[tuple[str, dict[str, Any]]]:
+def _wait_for_services(
+    shop: ShopStack, order_id: str, services: set[str], names: frozenset[str] = frozenset()
+) -> list[tuple[str, dict[str, Any]]]:
+    """The spans of an order's trace, once every one of ``services`` and every span named in ``names`` arrived (a
+    service exports its spans in batches: its first ones may arrive before the one a test reads)."""
+
     def seen() -> bool:
         try:
-            return services <= {svc for svc, _ in _spans(shop, _trace_of_order(shop, order_id))}
+            spans = _spans(shop, _trace_of_order(shop, order_id))
         except AssertionError:
             return False
+        return services <= {svc for svc, _ in spans} and names <= {s["name"] for _, s in spans}
 
-    wait_until(seen, 30, f"spans of {sorted(services)} for order {order_id}")
+    wait_until(seen, 30, f"spans of {sorted(services)} and {sorted(names)} for order {order_id}")
     return _spans(shop, _trace_of_order(shop, order_id))
 
 
@@ -97,7 +103,8 @@ def test_a_declined_payment_is_compensated_and_the_saga_fails(shop: ShopStack) -
     assert response.status_code == 402
     assert response.json() | {"order_id": ""} == {"order_id": "", "status": "compensated", "reason": "payment_declined"}
     assert stock_after == stock_before  # the reservation was released
-    spans = _wait_for_services(shop, response.json()["order_id"], {"orders", "inventory", "payments"})
+    compensation = frozenset({"saga place-order", "saga compensate release-stock", "DELETE /reservations/<order_id>"})
+    spans = _wait_for_services(shop, response.json()["order_id"], {"orders", "inventory", "payments"}, compensation)
     names = {s["name"]: s for _, s in spans}
     saga = names["saga place-order"]
     assert saga["status"] == {"code": "STATUS_CODE_ERROR", "message": "payment_declined"}

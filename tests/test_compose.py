@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.compose_net import compose_config_binary, example_env, load
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose-lgtm.yml"
 
@@ -155,38 +157,12 @@ def test_every_shop_server_listens_beyond_the_containers_loopback() -> None:
         assert service["environment"].get("SHOP_BIND_HOST") == "0.0.0.0", name
 
 
-# --- the real Compose loader ---------------------------------------------------------------------------------
-# compose-config (tests/compose_config) is compose-go, the loader `docker compose config` itself runs on: the
-# docker/compose CLI would add a dependency tree many minutes long to build on a fresh machine for the same load.
+# --- the real Compose loader (tests/compose_config: compose-go, the loader `docker compose config` runs on) ------
 
 
 @pytest.fixture(scope="session")
 def compose_config() -> Path:
-    built = subprocess.run([str(ROOT / "tests" / "compose_config" / "build.sh")], check=True, text=True,
-                           stdout=subprocess.PIPE, timeout=600)  # fmt: skip
-    return Path(built.stdout.strip().splitlines()[-1])
-
-
-def _filled_env(tmp_path: Path, leave_out: str = "") -> Path:
-    """``.env.example`` with every empty value filled, as a user's ``.env`` (one name left out if asked)."""
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        name, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            if name == leave_out:
-                continue
-            value = value or f"{name.lower()}-value-0123456789"
-        lines.append(f"{name}{sep}{value}")
-    env_file = tmp_path / ".env"
-    env_file.write_text("\n".join(lines) + "\n")
-    return env_file
-
-
-def _load(compose_config: Path, env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
-    argv = [str(compose_config), "-f", str(COMPOSE), "--env-file", str(env_file)]
-    argv += [a for p in profiles for a in ("--profile", p)]
-    clean = {"PATH": "/usr/bin:/bin", "HOME": str(env_file.parent)}  # nothing of this machine's environment
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=clean)
+    return compose_config_binary()
 
 
 @pytest.mark.e2e
@@ -194,7 +170,7 @@ def _load(compose_config: Path, env_file: Path, *profiles: str) -> subprocess.Co
 def test_the_compose_loader_accepts_the_file_with_the_env_example_filled_in(
     compose_config: Path, tmp_path: Path, profiles: tuple[str, ...]
 ) -> None:
-    loaded = _load(compose_config, _filled_env(tmp_path), *profiles)
+    loaded = load(compose_config, example_env(), tmp_path, *profiles)
     assert loaded.returncode == 0, loaded.stderr
     model = json.loads(loaded.stdout)
     declared = _services()
@@ -208,6 +184,6 @@ def test_the_compose_loader_accepts_the_file_with_the_env_example_filled_in(
 
 @pytest.mark.e2e
 def test_the_compose_loader_names_a_value_left_unset(compose_config: Path, tmp_path: Path) -> None:
-    loaded = _load(compose_config, _filled_env(tmp_path, leave_out="SHOP_API_KEY"))
+    loaded = load(compose_config, example_env(leave_out="SHOP_API_KEY"), tmp_path)
     assert loaded.returncode == 1
     assert "required variable SHOP_API_KEY is missing a value: set SHOP_API_KEY in .env" in loaded.stderr

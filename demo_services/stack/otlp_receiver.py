@@ -40,8 +40,11 @@ class Recorder:
         self._lock = threading.Lock()
         self._file = path.open("a", encoding="utf-8")
 
-    def record(self, signal_name: str, transport: str, request: Message) -> None:
-        line = json.dumps({"signal": signal_name, "transport": transport, "body": MessageToDict(request)})
+    def record(self, signal_name: str, transport: str, request: Message, path: str = "") -> None:
+        entry = {"signal": signal_name, "transport": transport, "body": MessageToDict(request)}
+        if path:
+            entry["path"] = path  # the HTTP path it was posted to
+        line = json.dumps(entry)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
@@ -58,7 +61,7 @@ def _servicer(base: type, signal_name: str, recorder: Recorder) -> Any:
     return Servicer()
 
 
-def serve_grpc(port: int, recorder: Recorder) -> grpc.Server:
+def serve_grpc(port: int, recorder: Recorder, host: str = "127.0.0.1") -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
         _servicer(trace_service_pb2_grpc.TraceServiceServicer, "traces", recorder), server
@@ -69,13 +72,23 @@ def serve_grpc(port: int, recorder: Recorder) -> grpc.Server:
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
         _servicer(logs_service_pb2_grpc.LogsServiceServicer, "logs", recorder), server
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{host}:{port}")
     server.start()
     return server
 
 
-def serve_http(port: int, recorder: Recorder) -> ThreadingHTTPServer:
+def serve_http(port: int, recorder: Recorder, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            # the readiness probe Loki and Tempo answer, for what waits on the backend it stands in for
+            if self.path != "/ready":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"ready")
+
         def do_POST(self) -> None:
             # any prefix before /v1/<signal>: Loki, for one, serves OTLP under /otlp/v1/logs
             head, _, signal_name = self.path.rstrip("/").rpartition("/")
@@ -95,7 +108,7 @@ def serve_http(port: int, recorder: Recorder) -> ThreadingHTTPServer:
             except (OSError, zlib.error, DecodeError):
                 self.send_error(400, "malformed OTLP request")
                 return
-            recorder.record(signal_name, "http", request)
+            recorder.record(signal_name, "http", request, self.path)
             payload = response_type().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -106,27 +119,29 @@ def serve_http(port: int, recorder: Recorder) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: every request is in the output file
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="otlp-http", daemon=True).start()
     return server
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC listener")
     parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="the address both listen on")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     recorder = Recorder(args.out)
-    grpc_server = serve_grpc(args.grpc_port, recorder)
-    http_server = serve_http(args.http_port, recorder)
+    grpc_server = serve_grpc(args.grpc_port, recorder, args.host) if args.grpc_port else None
+    http_server = serve_http(args.http_port, recorder, args.host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"OTLP receiver: grpc 127.0.0.1:{args.grpc_port}, http 127.0.0.1:{args.http_port}", flush=True)
+    print(f"OTLP receiver: grpc {args.host}:{args.grpc_port or '-'}, http {args.host}:{args.http_port}", flush=True)
     stop.wait()
     http_server.shutdown()
-    grpc_server.stop(grace=1).wait()
+    if grpc_server is not None:
+        grpc_server.stop(grace=1).wait()
 
 
 if __name__ == "__main__":

@@ -126,6 +126,12 @@ def test_orders_cross_all_seven_shop_services_and_reach_tempo_as_whole_traces(st
                "a trace through all seven shop services at the Tempo capture", interval=1)  # fmt: skip
     environments = {str(r.get("deployment.environment.name")) for r, _ in _spans(stack)}
     assert environments == {"compose"}
+    # the span attributes Grafana's Tempo datasource reads for its links to logs and metrics are on the spans
+    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
+    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    tags = {t["key"] for link in ("tracesToLogsV2", "tracesToMetrics") for t in tempo["jsonData"][link]["tags"]}
+    on_spans = {k for r, s in _spans(stack) for k in [*r, *attributes(s.get("attributes", []))]}
+    assert tags and tags <= on_spans, tags - on_spans
 
 
 def test_log_records_reach_loki_at_its_otlp_path_with_their_trace_ids(stack: ComposeRun) -> None:

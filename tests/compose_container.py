@@ -13,7 +13,9 @@ The spec says what a container runtime would set up for the service:
 - ``links``: ``[target, points_to]`` symlinks the image holds (busybox's ``/busybox/wget``);
 - ``hostname``, ``user`` (a name or uid), ``workdir``, ``env`` and ``argv``.
 
-/tmp is a fresh tmpfs, /proc, /dev and /sys are this machine's. Then it chroots, changes to the service's user and
+/proc, /dev and /sys are this machine's. /tmp is not a fresh tmpfs: the programs the images stand in with (this
+virtualenv, a checkout) may live under this machine's /tmp, and what the service writes there stays in its upper
+layer all the same. Then it chroots, changes to the service's user and
 working directory and execs the command: the process a health check later finds by pid (``nsenter``).
 """
 
@@ -50,7 +52,6 @@ def main(spec_path: str) -> None:
     _mount("-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}", str(root))
     for fs in ("proc", "dev", "sys"):
         _mount("--rbind", f"/{fs}", str(root / fs))
-    _mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", str(root / "tmp"))
     for name in ("hosts", "resolv.conf"):  # the namespace's own, bound by ip netns exec
         _mount("--bind", f"/etc/{name}", str(root / "etc" / name))
     for source, target, read_only in spec["binds"]:

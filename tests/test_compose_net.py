@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.parse
@@ -48,9 +49,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRun]:
     env = example_env()
     loaded = load(compose_config_binary(), env, tmp_path_factory.mktemp("compose"))
     assert loaded.returncode == 0, loaded.stderr
-    with ComposeRun(json.loads(loaded.stdout), env, timeout=240) as run:
-        run.wait_healthy()
-        yield run
+
+    def stop(*_: object) -> None:  # a CI job cancelled: the namespaces and their processes go too
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with ComposeRun(json.loads(loaded.stdout), env, timeout=240) as run:
+            run.wait_healthy()
+            yield run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Capture:

@@ -77,7 +77,7 @@ def _aws_problems() -> list[tuple[str, str]]:
     try:
         import botocore.session
     except ImportError:
-        return [("botocore is not installed", "pip install 'otel-kit[aws]'")]
+        return [("botocore is not installed, so the AWS checks cannot run", "pip install 'otel-kit[aws]'")]
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # this process only: no call off this machine
     session = botocore.session.get_session()
     found: list[tuple[str, str]] = []
@@ -126,7 +126,8 @@ def _doctor(args: argparse.Namespace) -> int:
         ok, where, offset = _check_endpoint(endpoint)
         if not ok:
             found.append((f"the collector at {endpoint} does not answer ({where})",
-                          "start it (./run collector) or point OTEL_EXPORTER_OTLP_ENDPOINT at it"))  # fmt: skip
+                          "start the collector (the otel-kit collector image, or any OpenTelemetry Collector with an "
+                          "OTLP receiver) or point OTEL_EXPORTER_OTLP_ENDPOINT at the one you run"))  # fmt: skip
             continue
         print(f"ok: the collector at {endpoint} answers")
         if offset is not None and abs(offset) > 300:
@@ -144,12 +145,14 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _grafana_push(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from otel_kit._internal.assets import assets_root, missing_extra
     from otel_kit.grafana import GrafanaPushError, push
 
     try:
-        push(Path(args.dir), dry_run=args.dry_run)
+        push(assets_root(args.dir), dry_run=args.dry_run)
+    except ModuleNotFoundError as err:
+        print(f"otel-kit grafana push: {missing_extra('grafana', str(err.name))}", file=sys.stderr)
+        return 2
     except GrafanaPushError as err:
         print(f"otel-kit grafana push: {err}", file=sys.stderr)
         return 2
@@ -158,14 +161,17 @@ def _grafana_push(args: argparse.Namespace) -> int:
 
 def _cloudwatch_push(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
+    from otel_kit._internal.assets import assets_root, missing_extra
     from otel_kit.cloudwatch import push
 
     namespace = args.namespace or os.environ.get("CW_NAMESPACE") or "otel-kit"
     try:
-        push(Path(args.dir), args.log_group, args.function, dry_run=args.dry_run, services=args.service,
+        push(assets_root(args.dir), args.log_group, args.function, dry_run=args.dry_run, services=args.service,
              namespace=namespace)  # fmt: skip
+    except ModuleNotFoundError as err:
+        print(f"otel-kit cloudwatch push: {missing_extra('aws', str(err.name))}", file=sys.stderr)
+        return 2
     except ValueError as err:
         print(f"otel-kit cloudwatch push: {err}", file=sys.stderr)
         return 2
@@ -173,6 +179,12 @@ def _cloudwatch_push(args: argparse.Namespace) -> int:
         print(f"otel-kit cloudwatch push: AWS refused or could not be reached: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+ASSETS_DIR_HELP = (
+    "a folder laid out as the otel-kit repository (dashboards/, alerts/, cloudwatch/queries/) to push from "
+    "instead of the copies installed with otel-kit"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     grafana_push = grafana.add_parser("push", help="create or update the folder, datasources, dashboards, alert rules")
     grafana_push.add_argument("--dry-run", action="store_true", help="print what would change, with a diff")
-    grafana_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
+    grafana_push.add_argument("--dir", default=None, help=ASSETS_DIR_HELP)
     grafana_push.set_defaults(run=_grafana_push)
     cloudwatch = commands.add_parser("cloudwatch", help="work with AWS CloudWatch").add_subparsers(
         dest="cloudwatch_command", required=True
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "--namespace", default=None, help="the EMF namespace (default: $CW_NAMESPACE or otel-kit)"
     )
     cloudwatch_push.add_argument("--dry-run", action="store_true", help="print what would be created or updated")
-    cloudwatch_push.add_argument("--dir", default=".", help="the otel-kit repository (default: the current folder)")
+    cloudwatch_push.add_argument("--dir", default=None, help=ASSETS_DIR_HELP)
     cloudwatch_push.set_defaults(run=_cloudwatch_push)
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -47,7 +47,7 @@ def _yaml(path: Path) -> Any:
 
 
 def desired_objects(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """What Grafana should hold, read from the repository at ``root``: kind -> uid -> object."""
+    """What Grafana should hold, read from ``root`` (the installed assets or a repository): kind -> uid -> object."""
     datasources = {
         ds["uid"]: {key: ds[key] for key in DATASOURCE_FIELDS if key in ds}
         for path in sorted((root / "dashboards" / "provisioning" / "datasources").glob("*.yaml"))
@@ -65,7 +65,10 @@ def desired_objects(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
                     converted = _grafana_rule(rule, group["name"])
                     rules[converted["uid"]] = converted
     if not dashboards:
-        raise GrafanaPushError(f"no dashboards under {root / 'dashboards' / 'json'}: run from the repository root")
+        raise GrafanaPushError(
+            f"no dashboards under {root / 'dashboards' / 'json'}: --dir names a folder laid out as "
+            "the otel-kit repository, or leave it out to push the dashboards installed with otel-kit"
+        )
     return {"datasource": datasources, "dashboard": dashboards, "alert rule": rules}
 
 

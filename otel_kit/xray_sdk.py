@@ -61,8 +61,14 @@ def _trace_ids() -> tuple[str, str] | None:
 
 def init_xray_sdk(service_name: str, **otel_kit_settings: Any) -> Any:
     """Set up aws-xray-sdk and otel_kit's logs for ``service_name``; returns the X-Ray recorder."""
-    from aws_xray_sdk.core import patch, xray_recorder
-    from aws_xray_sdk.core.sampling.local.sampler import LocalSampler
+    try:
+        from aws_xray_sdk.core import patch, xray_recorder
+        from aws_xray_sdk.core.sampling.local.sampler import LocalSampler
+    except ModuleNotFoundError as err:
+        from otel_kit._internal.assets import missing_extra
+        from otel_kit.integrations import MissingDependencyError
+
+        raise MissingDependencyError(missing_extra("xray", "aws-xray-sdk")) from err
 
     import otel_kit
     from otel_kit._internal import logs

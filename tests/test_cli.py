@@ -73,7 +73,8 @@ def test_doctor_names_each_problem_with_its_fix(
         assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert f"problem: the collector at http://127.0.0.1:{port} does not answer" in out
-    assert "fix: start it (./run collector) or point OTEL_EXPORTER_OTLP_ENDPOINT at it" in out
+    assert "fix: start the collector (the otel-kit collector image, or any OpenTelemetry Collector" in out
+    assert "point OTEL_EXPORTER_OTLP_ENDPOINT at the one you run" in out
     assert "problem: OTEL_TRACES_SAMPLER='sometimes' is not valid" in out
 
 

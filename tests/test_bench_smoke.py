@@ -70,3 +70,14 @@ def test_collector_throughput_smoke(tmp_path: Path) -> None:
     data = _output(tmp_path, "collector_throughput")
     assert data["no_loss"] is True
     assert data["medians"]["spans_per_cpu_second"] > 0  # type: ignore[index]
+
+
+def test_cold_start_smoke(tmp_path: Path) -> None:
+    from bench import cold_start
+
+    cold_start.main(["--smoke", "--out", str(tmp_path)])
+    data = _output(tmp_path, "cold_start")
+    assert set(data["ratios"]) == {name for name, *_ in cold_start.RATIOS}  # type: ignore[arg-type]
+    assert set(data["median_ms"]) == set(cold_start.VARIANTS)  # type: ignore[arg-type]
+    for figures in data["median_ms"].values():  # type: ignore[attr-defined]
+        assert all(figures[f"{phase}_ms"] > 0 for phase in cold_start.PHASES)

@@ -16,7 +16,7 @@ from otel_kit._internal.correlation import (
     new_correlation_id,
 )
 from otel_kit._internal.decorators import traced
-from otel_kit._internal.main import Handle, current_handle, init, shutdown
+from otel_kit._internal.lifecycle import Handle, current_handle, init, shutdown
 from otel_kit.integrations import (
     MissingDependencyError,
     instrument_aio_pika,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_kit._internal import main
+from otel_kit._internal import lifecycle, running
 from otel_kit._internal.selfmetrics import fresh_counts
 
 __all__ = ["Capture", "capture", "reset"]
+
+_log = logging.getLogger("otel_kit")
 
 # how long reset() waits for a shutdown that overran its bound to end its exports
 _STOPPED_WAIT_S = 30
@@ -43,7 +46,7 @@ _STOPPED_WAIT_S = 30
 class Capture:
     """What the code under test emitted."""
 
-    handle: main.Handle
+    handle: running.Handle
     span_exporter: InMemorySpanExporter
     metric_reader: InMemoryMetricReader
     log_exporter: InMemoryLogRecordExporter
@@ -82,15 +85,15 @@ def reset() -> None:
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once
 
-    with main._lock:
-        handle = main._handle
-    main.shutdown()
+    with running.RUNNING.lock:
+        handle = running.RUNNING.handle
+    lifecycle.shutdown()
     # a shutdown that overran its bound is still exporting: wait for it (each export gives up after the exporter's
     # timeout), or its late exports and log lines would land in the next test
     if handle is not None and not handle.wait_stopped(_STOPPED_WAIT_S):
-        main._log.warning("an earlier shutdown still exports after %d s; its records may show later", _STOPPED_WAIT_S)
-    with main._lock:
-        main._handle = None
+        _log.warning("an earlier shutdown still exports after %d s; its records may show later", _STOPPED_WAIT_S)
+    with running.RUNNING.lock:
+        running.RUNNING.handle = None
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     metrics_internal._METER_PROVIDER_SET_ONCE = Once()
@@ -111,7 +114,7 @@ def capture(service_name: str = "test-service", **overrides: Any) -> Iterator[Ca
     settings: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
     settings["log_background"] = False  # every line written and exported before the logging call returns
     settings.update(overrides)
-    handle = main.init(
+    handle = lifecycle.init(
         service_name,
         span_processors=[SimpleSpanProcessor(spans)],
         metric_readers=[reader],

@@ -95,9 +95,9 @@ def test_disabled_sdk_still_writes_json_logs_and_traced_code_runs(monkeypatch: p
     ],
 )
 def test_broken_message_headers_start_fresh_and_never_raise(tel: testing.Capture, headers: Any) -> None:
-    from otel_kit.integrations import messaging
+    from otel_kit.integrations import amqp
 
-    with messaging.process_span(headers, exchange="orders", routing_key="order.placed") as span:
+    with amqp.process_span(headers, exchange="orders", routing_key="order.placed") as span:
         cid = otel_kit.get_correlation_id()
     assert cid is not None and "\n" not in cid
     if headers and headers.get("x-correlation-id") == b"bytes-ok-1":

@@ -217,7 +217,7 @@ def test_lambda_reads_every_line_of_a_repeated_header(tel: testing.Capture, monk
 
 
 def test_amqp_headers_spelled_twice_or_as_arrays_are_joined(tel: testing.Capture) -> None:
-    from otel_kit.integrations.messaging import HeaderGetter
+    from otel_kit.integrations.amqp import HeaderGetter
 
     ctx = propagate.extract({"traceparent": PARENT, "tracestate": ["foo=1", b"bar=2"]}, getter=HeaderGetter())
     assert trace.get_current_span(ctx).get_span_context().trace_state.to_header() == "foo=1,bar=2"

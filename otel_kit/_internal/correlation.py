@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 HEADER = "X-Correlation-ID"
+HEADER_BYTES = HEADER.lower().encode("latin-1")  # as ASGI carries header names
 REQUEST_ID_HEADER = "X-Request-ID"
 BAGGAGE_KEY = "correlation_id"
 MAX_LENGTH = 128

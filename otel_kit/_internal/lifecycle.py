@@ -8,38 +8,32 @@ import multiprocessing.util
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import propagate
 from opentelemetry import trace as trace_api
 from opentelemetry._logs import get_logger_provider, set_logger_provider
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 
 from otel_kit._internal import logs, selfmetrics
 from otel_kit._internal.config import (
-    ConfigProblem,
-    Settings,
     forget_set_aside,
     load_settings,
     set_aside_bad_sdk_values,
 )
-from otel_kit._internal.metrics import PrometheusEndpoint, build_meter_provider
+from otel_kit._internal.metrics import build_meter_provider
 from otel_kit._internal.propagation import build_propagator, install_log_guards
 from otel_kit._internal.redaction import default_scrubber
 from otel_kit._internal.resource import build_resource
+from otel_kit._internal.running import RUNNING, Handle, current_handle
 from otel_kit._internal.tracing import build_tracer_provider
 
 __all__ = ["Handle", "current_handle", "init", "shutdown"]
 
 _log = logging.getLogger("otel_kit")
-_lock = threading.RLock()
-_handle: Handle | None = None
 _atexit_registered = False
 _fork_hook_registered = False
 
@@ -50,125 +44,6 @@ _SDK_DEFAULTS = {
     # no attribute value longer than 4 KiB (the SDK's default is unlimited): a dumped body cannot bloat a span
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4096",
 }
-
-
-@dataclass
-class Handle:
-    """What ``init()`` set up. ``problems`` lists every rejected setting; ``shutdown()`` flushes and stops."""
-
-    settings: Settings
-    problems: list[ConfigProblem]
-    tracer_provider: TracerProvider | None = None
-    meter_provider: MeterProvider | None = None
-    logger_provider: LoggerProvider | None = None
-    prometheus: PrometheusEndpoint | None = None
-    service_name: str = "unknown_service"
-    instrumented: list[Any] = field(default_factory=list)
-    closed: bool = False
-    pid: int = field(default_factory=os.getpid)
-    log_handlers: list[logging.Handler] = field(default_factory=list)
-    _stopper: threading.Thread | None = field(default=None, repr=False)
-
-    @property
-    def prometheus_port(self) -> int | None:
-        """The port ``/metrics`` is served on, or None when the Prometheus endpoint is off."""
-        return self.prometheus.port if self.prometheus else None
-
-    def force_flush(self, timeout_ms: int | None = None) -> bool:
-        """Export everything buffered now; True when every signal finished within the time."""
-        timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
-        done = True
-        self.flush_log_lines()  # first: the queued lines go to stdout and to the logger provider flushed below
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    done = bool(provider.force_flush(timeout)) and done
-                except Exception:
-                    _log.debug("force_flush failed", exc_info=True)
-                    done = False
-        return done
-
-    def flush_log_lines(self) -> None:
-        """Write and hand to the logger provider every log record the background writer still holds."""
-        for handler in self.log_handlers:
-            if isinstance(handler, logs.BackgroundLogHandler):
-                handler.flush()
-
-    def shutdown(self, timeout_ms: int | None = None) -> bool:
-        """Flush and stop, returning within ``timeout_ms`` (default ``OTEL_KIT_SHUTDOWN_TIMEOUT_MS``) in all cases.
-
-        Returns False when the time ran out; what was still buffered is then lost and a warning says so.
-        """
-        if self.closed:
-            return True
-        self.closed = True
-        timeout = timeout_ms if timeout_ms is not None else self.settings.shutdown_timeout_ms
-        worker = threading.Thread(target=self._stop, args=(timeout,), name="otel-kit-shutdown", daemon=True)
-        self._stopper = worker
-        worker.start()
-        worker.join(timeout / 1000)
-        if worker.is_alive():
-            _log.warning("telemetry shutdown did not finish within %d ms; unsent telemetry was dropped", timeout)
-            return False
-        return True
-
-    def wait_stopped(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a shutdown that overran its bound to end its exports in the background
-        (each gives up after the exporter's timeout). True when nothing of this handle is still running."""
-        if self._stopper is not None:
-            self._stopper.join(timeout_s)
-            return not self._stopper.is_alive()
-        return True
-
-    def _stop(self, timeout_ms: int) -> None:
-        for instrumentor in reversed(self.instrumented):
-            try:
-                instrumentor.uninstrument()
-            except Exception:
-                _log.debug("uninstrument failed", exc_info=True)
-        self.instrumented.clear()
-        self.force_flush(timeout_ms)
-        for provider in (self.tracer_provider, self.logger_provider):
-            if provider is not None:
-                provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown(timeout_millis=timeout_ms)
-        if self.prometheus is not None:
-            self.prometheus.close()
-        # only this init's handlers: a late-finishing shutdown must not take off those of an init made since
-        logs.remove_handlers(self.log_handlers)
-
-    def after_fork(self) -> None:
-        """In a forked child: become a process of its own, keeping the providers (and the instrumentations that
-        hold them).
-
-        The SDK's fork hooks (SDK 1.45) have already emptied the span and log queues, restarted the export threads
-        and given the providers' resource a new ``service.instance.id`` (two workers under one instance would
-        overwrite each other's cumulative series in Prometheus/Mimir). Here the ``process.pid`` the toolkit records
-        follows, through the same provider hook the SDK uses, and the parent's ``/metrics`` socket is let go. (The
-        OTLP exporters need nothing: a test exports over gRPC and HTTP from forked workers of a parent that had
-        already exported.)
-        """
-        self.pid = os.getpid()
-        own_pid = Resource({"process.pid": self.pid})
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is not None:
-                provider._update_resource(own_pid)  # SDK 1.45 fork hook, tested
-        if self.prometheus is not None:
-            port = self.prometheus.port
-            self.prometheus.close_inherited()
-            self.prometheus = None
-            _log.warning(
-                "this forked worker serves no /metrics endpoint: port %d stays with the parent process. With several "
-                "worker processes export metrics by OTLP (each worker is its own service.instance.id, so the sums "
-                "across workers are right)",
-                port,
-            )
-
-
-def current_handle() -> Handle | None:
-    """The handle of the running ``init()``, if any."""
-    return _handle if _handle is not None and not _handle.closed else None
 
 
 def init(
@@ -193,22 +68,22 @@ def init(
     Never raises: a bad setting is logged once with the variable, its value and what is allowed, and its default
     is used; a failure while wiring leaves the application running without telemetry.
     """
-    global _handle, _atexit_registered
-    with _lock:
-        if _handle is not None and not _handle.closed:
-            return _handle
+    global _atexit_registered
+    with RUNNING.lock:
+        if RUNNING.handle is not None and not RUNNING.handle.closed:
+            return RUNNING.handle
         requested = dict(overrides, service_name=service_name, service_version=service_version)
         requested["environment"] = environment
         try:
-            _handle = _build(requested, span_processors, metric_readers, log_processors, log_stream)
-            if not _handle.settings.disabled:
+            RUNNING.handle = _build(requested, span_processors, metric_readers, log_processors, log_stream)
+            if not RUNNING.handle.settings.disabled:
                 from otel_kit.integrations import _auto_instrument
 
                 _auto_instrument()
         except Exception:
             _log.exception("otel_kit.init failed; the application continues without telemetry")
             settings, problems = load_settings(requested)
-            _handle = Handle(settings=settings, problems=problems)
+            RUNNING.handle = Handle(settings=settings, problems=problems)
         _register_fork_hook()
         if not _atexit_registered:
             # the providers are built with shutdown_on_exit=False: this hook alone stops them, within the bound
@@ -217,7 +92,7 @@ def init(
             multiprocessing.util.register_after_fork(shutdown, lambda _: _flush_at_multiprocessing_exit())
             _install_sigterm_flush()
             _atexit_registered = True
-        return _handle
+        return RUNNING.handle
 
 
 def _build(
@@ -307,9 +182,8 @@ def _register_fork_hook() -> None:
 
 
 def _reinit_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()  # another thread of the parent may have held it at the fork
-    handle = _handle
+    RUNNING.lock = threading.RLock()  # another thread of the parent may have held it at the fork
+    handle = RUNNING.handle
     if handle is None or handle.closed or handle.pid == os.getpid():
         return
     try:
@@ -342,8 +216,8 @@ def _install_sigterm_flush() -> None:
 
 def shutdown(timeout_ms: int | None = None) -> bool:
     """Flush and stop the running ``init()`` within a bounded time (registered at exit). True when complete."""
-    with _lock:
-        handle = _handle
+    with RUNNING.lock:
+        handle = RUNNING.handle
     if handle is None:
         return True
     return handle.shutdown(timeout_ms)

@@ -1,4 +1,4 @@
-"""Scrubbing: secrets never leave the process in span attributes, span events or log records.
+"""Scrubbing: secrets never leave the process in span attributes, span events, status descriptions or log records.
 
 On by default (``OTEL_KIT_SCRUB=false`` turns it off). Two kinds of rule, each with a name that the replacement
 carries, so a reader sees *why* a value is gone but never the value: ``[REDACTED:bearer]``.
@@ -23,6 +23,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Status
 
 __all__ = ["Scrubber", "default_scrubber", "scrub_record"]
 
@@ -231,3 +236,43 @@ def scrub_record(scrubber: Scrubber, record: logging.LogRecord) -> None:
         setattr(record, "exception.stacktrace", record.exc_text)
     elif record.exc_text:
         record.exc_text = scrubber.text(record.exc_text)
+
+
+def scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
+    """Replace secrets in the ended span's attributes, status description and events before any exporter sees it.
+
+    Runs first among the processors, on the one ``ReadableSpan`` they all receive; it swaps that object's
+    attribute and event containers for scrubbed copies (SDK 1.45 internals, covered by tests).
+    """
+    attributes = span._attributes  # the container itself: the public property wraps it in a new proxy each call
+    # its plain dict when there is one: iterating BoundedAttributes goes through the Mapping machinery
+    changed = scrubber.changed(getattr(attributes, "_dict", attributes))
+    if changed:
+        clean = {**(attributes or {}), **changed}
+        if isinstance(attributes, BoundedAttributes):  # kept by _slim for its count of dropped attributes
+            bounded = BoundedAttributes(attributes=clean, immutable=True)
+            bounded.dropped = attributes.dropped
+            span._attributes = bounded
+        else:
+            span._attributes = clean
+    status = span._status
+    if status.description:  # the SDK and the servers' middlewares describe an error by its exception's message
+        clean_description = scrubber.text(status.description)
+        if clean_description != status.description:
+            span._status = Status(status.status_code, clean_description)
+    events = span._events
+    if events:
+        scrubbed = []
+        touched = False
+        for event in events:
+            fixed = scrubber.changed(event.attributes)
+            if fixed:
+                touched = True
+                event = Event(event.name, {**(event.attributes or {}), **fixed}, event.timestamp)
+            scrubbed.append(event)
+        if touched and isinstance(events, BoundedList):  # kept by _slim for its count of dropped events
+            kept = BoundedList.from_seq(len(events), scrubbed)
+            kept.dropped = events.dropped
+            span._events = kept
+        elif touched:
+            span._events = tuple(scrubbed)

@@ -25,7 +25,6 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
-    Event,
     ReadableSpan,
     Span,
     SpanProcessor,
@@ -39,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, format_spa
 
 from otel_kit._internal import correlation, otlp
 from otel_kit._internal.config import Settings
-from otel_kit._internal.redaction import Scrubber
+from otel_kit._internal.redaction import Scrubber, scrub_span
 
 __all__ = ["KitSpanProcessor", "build_sampler", "build_tracer_provider", "set_plain_attributes", "start_span"]
 
@@ -122,7 +121,7 @@ class KitSpanProcessor(SynchronousMultiSpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         _slim(span)
         if self._scrubber is not None:
-            _scrub_span(span, self._scrubber)
+            scrub_span(span, self._scrubber)
         if span._status.status_code is StatusCode.ERROR:  # the property's value, without the call
             if not span._status.description:
                 _describe_error(span)
@@ -291,46 +290,6 @@ def plain_attributes(attributes: Any) -> Any:
     if type(attributes) is BoundedAttributes and not attributes.dropped:
         return attributes._dict
     return attributes
-
-
-def _scrub_span(span: ReadableSpan, scrubber: Scrubber) -> None:
-    """Replace secrets in the ended span's attributes, status description and events before any exporter sees it.
-
-    Runs first among the processors, on the one ``ReadableSpan`` they all receive; it swaps that object's
-    attribute and event containers for scrubbed copies (SDK 1.45 internals, covered by tests).
-    """
-    attributes = span._attributes  # the container itself: the public property wraps it in a new proxy each call
-    # its plain dict when there is one: iterating BoundedAttributes goes through the Mapping machinery
-    changed = scrubber.changed(getattr(attributes, "_dict", attributes))
-    if changed:
-        clean = {**(attributes or {}), **changed}
-        if isinstance(attributes, BoundedAttributes):  # kept by _slim for its count of dropped attributes
-            bounded = BoundedAttributes(attributes=clean, immutable=True)
-            bounded.dropped = attributes.dropped
-            span._attributes = bounded
-        else:
-            span._attributes = clean
-    status = span._status
-    if status.description:  # the SDK and the servers' middlewares describe an error by its exception's message
-        clean_description = scrubber.text(status.description)
-        if clean_description != status.description:
-            span._status = Status(status.status_code, clean_description)
-    events = span._events
-    if events:
-        scrubbed = []
-        touched = False
-        for event in events:
-            fixed = scrubber.changed(event.attributes)
-            if fixed:
-                touched = True
-                event = Event(event.name, {**(event.attributes or {}), **fixed}, event.timestamp)
-            scrubbed.append(event)
-        if touched and isinstance(events, BoundedList):  # kept by _slim for its count of dropped events
-            kept = BoundedList.from_seq(len(events), scrubbed)
-            kept.dropped = events.dropped
-            span._events = kept
-        elif touched:
-            span._events = tuple(scrubbed)
 
 
 def build_tracer_provider(

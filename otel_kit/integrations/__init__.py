@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from otel_kit._internal.serverlogs import drop_server_duplicates
-from otel_kit.integrations.http_server import CorrelationWSGIMiddleware
+from otel_kit.integrations.wsgi import CorrelationWSGIMiddleware
 
 __all__ = [
     "MissingDependencyError",
@@ -47,7 +47,7 @@ def _require(module: str, extra: str) -> None:
 
 
 def _providers() -> dict[str, Any]:
-    from otel_kit._internal.main import current_handle
+    from otel_kit._internal.running import current_handle
 
     handle = current_handle()
     if handle is None:
@@ -56,7 +56,7 @@ def _providers() -> dict[str, Any]:
 
 
 def _remember(instrumentor: Any) -> None:
-    from otel_kit._internal.main import current_handle
+    from otel_kit._internal.running import current_handle
 
     handle = current_handle()
     if handle is not None:

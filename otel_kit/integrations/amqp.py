@@ -1,4 +1,4 @@
-"""Spans for message publish and process, shared by the pika and aio-pika integrations.
+"""AMQP message spans for RabbitMQ, shared by the pika and aio-pika integrations: publish and process.
 
 Follows the OpenTelemetry messaging semantic conventions: a PRODUCER span ``publish <exchange>`` that injects
 its context (``traceparent``, ``baggage``, ``X-Amzn-Trace-Id``, ``X-Correlation-ID``) into the message headers,

@@ -11,7 +11,7 @@ message); this one costs a fraction of that (``bench/``). What it records, per t
   ``user_agent.original`` and ``correlation_id``; status ERROR for 5xx and for an exception (recorded, re-raised),
   which the provider's processor describes by the exception or the status code (``503 Service Unavailable``);
 - histogram ``http.server.request.duration`` (s) by method, route, status, scheme and ``error.type``;
-- the correlation id (see ``http_server``), echoed in ``X-Correlation-ID`` on every response;
+- the correlation id (see ``wsgi.incoming_correlation_id``), echoed in ``X-Correlation-ID`` on every response;
 - the server's own loggers taken over when it starts the app's lifespan (``serverlogs``), and its record of an
   exception the span logs dropped;
 - a flush of all telemetry when the server shuts the app down (ASGI lifespan), before it reports shutdown
@@ -34,7 +34,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from otel_kit._internal import correlation, serverlogs, tracing
 from otel_kit._internal.metrics import HTTP_DURATION_BUCKETS, HTTP_SERVER_DURATION
 from otel_kit._internal.propagation import lower_case_getter
-from otel_kit.integrations.http_server import HEADER_BYTES
 
 __all__ = ["OtelKitASGIMiddleware"]
 
@@ -74,8 +73,8 @@ class OtelKitASGIMiddleware:
         ctx = propagate.extract(carrier, getter=lower_case_getter)  # the correlation id is chosen here too
         cid = correlation.get_correlation_id(ctx) or correlation.new_correlation_id()
         cid_bytes = cid.encode("latin-1")
-        headers = [(k, v) for k, v in raw_headers if k.lower() != HEADER_BYTES]
-        scope = dict(scope, headers=[*headers, (HEADER_BYTES, cid_bytes)])
+        headers = [(k, v) for k, v in raw_headers if k.lower() != correlation.HEADER_BYTES]
+        scope = dict(scope, headers=[*headers, (correlation.HEADER_BYTES, cid_bytes)])
         path = str(scope.get("path", ""))
         if self.excluded and path.startswith(self.excluded):
             token = context.attach(ctx)
@@ -143,8 +142,8 @@ def _echo(send: Send, cid: bytes, status: dict[str, int] | None) -> Send:
         if kind == "http.response.start":
             if status is not None:
                 status["code"] = int(message.get("status", 0))
-            out = [(k, v) for k, v in message.get("headers") or () if k.lower() != HEADER_BYTES]
-            message = dict(message, headers=[*out, (HEADER_BYTES, cid)])
+            out = [(k, v) for k, v in message.get("headers") or () if k.lower() != correlation.HEADER_BYTES]
+            message = dict(message, headers=[*out, (correlation.HEADER_BYTES, cid)])
         elif kind == "http.response.body" and not message.get("more_body", False):
             # The server schedules the connection's next step as the response ends (uvicorn: its keep-alive
             # timer), and asyncio keeps the context a timer was scheduled in until the timer leaves the loop's
@@ -170,7 +169,7 @@ def _flush_at_shutdown(send: Send) -> Send:
         if message.get("type") == "lifespan.startup.complete":
             serverlogs.take_over()  # uvicorn.run() configures its loggers after the app module was imported
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            from otel_kit._internal.main import current_handle
+            from otel_kit._internal.running import current_handle
 
             handle = current_handle()
             if handle is not None:

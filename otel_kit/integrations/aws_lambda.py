@@ -263,7 +263,7 @@ def lambda_handler(handler: H | None = None, *, flush_timeout_ms: int = 2000) ->
 
 
 def _flush(timeout_ms: int) -> None:
-    from otel_kit._internal.main import current_handle
+    from otel_kit._internal.running import current_handle
 
     handle = current_handle()
     if handle is not None:

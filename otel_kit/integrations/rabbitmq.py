@@ -1,7 +1,7 @@
 """RabbitMQ through pika (``BlockingChannel``) and aio-pika (``Exchange.publish`` and ``Queue.consume``).
 
 A lean instrumentation written for the toolkit rather than the contrib ones: those use retired attribute names
-and make the consumer a plain child of the producer, with no link. Here both libraries share ``messaging``:
+and make the consumer a plain child of the producer, with no link. Here both libraries share ``amqp``:
 the publish injects context and the correlation id into the message headers, and each consumed message runs
 under a CONSUMER span that continues the trace and links to the producer.
 
@@ -16,7 +16,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
-from otel_kit.integrations import messaging
+from otel_kit.integrations import amqp
 
 __all__ = ["AioPikaInstrumentation", "PikaInstrumentation"]
 
@@ -63,7 +63,7 @@ def _pika_publish(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     properties = _arg(args, kwargs, 3, "properties") or pika.BasicProperties()
     properties.headers = dict(properties.headers or {})
     rest = {k: v for k, v in kwargs.items() if k not in ("exchange", "routing_key", "body", "properties")}
-    with messaging.publish_span(
+    with amqp.publish_span(
         properties.headers,
         exchange=exchange,
         routing_key=routing_key,
@@ -81,7 +81,7 @@ def _pika_consume(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
         return wrapped(*args, **kwargs)
 
     def traced_callback(channel: Any, method: Any, properties: Any, body: bytes) -> Any:
-        with messaging.process_span(
+        with amqp.process_span(
             getattr(properties, "headers", None),
             exchange=getattr(method, "exchange", ""),
             routing_key=getattr(method, "routing_key", ""),
@@ -123,7 +123,7 @@ async def _aio_publish(
     if message is None:
         return await wrapped(*args, **kwargs)
     message.headers = dict(message.headers or {})
-    with messaging.publish_span(
+    with amqp.publish_span(
         message.headers,
         exchange=str(getattr(instance, "name", "") or ""),
         routing_key=routing_key,
@@ -142,7 +142,7 @@ async def _aio_consume(
         return await wrapped(*args, **kwargs)
 
     async def traced_callback(message: Any) -> Any:
-        with messaging.process_span(
+        with amqp.process_span(
             message.headers,
             exchange=str(message.exchange or ""),
             routing_key=str(message.routing_key or ""),

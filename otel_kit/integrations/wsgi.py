@@ -1,4 +1,4 @@
-"""HTTP servers: picking the request's correlation id, and the WSGI middleware around the contrib Flask one.
+"""WSGI servers: picking the request's correlation id, and the WSGI middleware around the contrib Flask one.
 
 The correlation id is ``X-Correlation-ID``, else ``X-Request-ID``, else the ``correlation_id`` baggage entry,
 else a fresh one; malformed values are replaced. The middleware sits outermost, writes the id back into the
@@ -17,9 +17,8 @@ from opentelemetry.propagators.textmap import Getter
 from otel_kit._internal import correlation
 from otel_kit._internal.propagation import CorrelationPropagator
 
-__all__ = ["HEADER_BYTES", "CorrelationWSGIMiddleware", "incoming_correlation_id"]
+__all__ = ["CorrelationWSGIMiddleware", "incoming_correlation_id"]
 
-HEADER_BYTES = correlation.HEADER.lower().encode("latin-1")
 _propagator = CorrelationPropagator()
 
 

@@ -10,7 +10,7 @@ The spec says what a container runtime would set up for the service:
   with a private upper layer, so what the service writes, and the image paths made for it, stay in the container;
 - ``binds``: ``[source, target, read_only]``, the compose file's bind mounts, named volumes (a directory per
   volume, shared by the services that mount it) and secrets, plus the image's own files (see compose_net.IMAGES);
-- ``links``: ``[target, points_to]`` symlinks the image holds (busybox's ``/busybox/wget``);
+- ``links``: ``[target, points_to]`` symlinks the image holds (Alertmanager's ``/bin/alertmanager``);
 - ``hostname``, ``user`` (a name or uid), ``workdir``, ``env`` and ``argv``.
 
 /proc, /dev and /sys are this machine's. /tmp is not a fresh tmpfs: the programs the images stand in with (this
@@ -65,8 +65,9 @@ def main(spec_path: str) -> None:
     socket.sethostname(spec["hostname"])
     os.chroot(root)
     user = str(spec.get("user") or "root")
-    if user.isdigit():  # a uid the image knows and this machine may not (distroless nonroot: 65532)
-        uid = gid = int(user)
+    if user.replace(":", "").isdigit():  # uid[:gid] the image knows and this machine may not (65532)
+        uid, _, group = user.partition(":")
+        uid, gid = int(uid), int(group or uid)
     else:
         entry = pwd.getpwnam(user)
         uid, gid = entry.pw_uid, entry.pw_gid

@@ -170,9 +170,8 @@ def _collector_image() -> Image:
         entrypoint=built["entrypoint"],
         command=built.get("cmd", []),
         env={"PATH": BASE_PATH, **built["env"]},
-        user="65532" if built["from"].endswith("nonroot") else built["user"] or "root",  # distroless nonroot
+        user=built["user"] or "root",
         binds=binds,
-        links=[("/busybox/wget", "/usr/bin/wget")],  # the :debug images' busybox, for the health check
         owners={built["env"]["OTELCOL_STORAGE_DIR"]: "65532"},  # COPY --chown=65532:65532 /queue ...
     )
 
@@ -187,9 +186,21 @@ def _shop_image() -> Image:
         workdir=workdir,
         # the code the image copies, and the locked packages it installs (this virtualenv's)
         binds=_copies(ROOT, built),
-        # the interpreter the virtualenv links to lives under /root: readable by the image's user in its container
-        modes=[("/root", "755")],
+        # the virtualenv and the interpreter it links to may live under folders only root may enter (/root, a
+        # checkout in a mktemp folder): in the container, the image's user may enter them
+        modes=_enterable(VENV_BIN, Path(os.path.realpath(VENV_BIN / "python"))),
     )
+
+
+def _enterable(*paths: Path) -> list[tuple[str, str]]:
+    """(folder, mode) for every folder above ``paths`` that others may not enter, with that permission added."""
+    found = {}
+    for path in paths:
+        for folder in path.parents:
+            mode = folder.stat().st_mode & 0o7777
+            if mode & 0o005 != 0o005:
+                found[str(folder)] = oct(mode | 0o055)[2:]
+    return sorted(found.items())
 
 
 def _postgres_image() -> Image:
@@ -596,8 +607,9 @@ class ComposeRun:
         test = c.service["healthcheck"]["test"]
         argv = test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
         assert c.process is not None
-        who = ["-S", c.user, "-G", c.user] if c.user.isdigit() else []
-        if not c.user.isdigit() and c.user != "root":
+        uid, _, gid = c.user.partition(":")
+        who = ["-S", uid, "-G", gid or uid] if uid.isdigit() else []
+        if not uid.isdigit() and c.user != "root":
             import pwd
 
             entry = pwd.getpwnam(c.user)
@@ -653,7 +665,10 @@ class ComposeRun:
             waiting_on = c.healthy if c.service.get("healthcheck") else c.started
             while not waiting_on.wait(0.2):
                 if c.failed or time.monotonic() > deadline:
-                    raise ComposeRunError(f"{name}: {c.failed or 'not healthy in time'}\n{self.output(name)}")
+                    # the services that failed themselves, with their output, not only those that waited on them
+                    causes = [n for n, o in self.containers.items() if o.failed and "did not start:" not in o.failed]
+                    shown = "\n".join(f"--- {n}: {self.containers[n].failed}\n{self.output(n)}" for n in causes)
+                    raise ComposeRunError(f"{name}: {c.failed or 'not healthy in time'}\n{shown}")
 
     def output(self, name: str, lines: int = 40) -> str:
         process = self.containers[name].process

@@ -70,7 +70,7 @@ def test_start_order_waits_on_health_checks() -> None:
             assert dependency in services, f"{name} depends on unknown {dependency}"
             if condition["condition"] == "service_healthy":
                 assert "healthcheck" in services[dependency], f"{dependency} has no health check to wait on"
-    # the distroless backends are health-checked from outside, by the waiter the others depend on
+    # the three backends are health-checked from outside, by one waiter the others depend on
     waiter = " ".join(services["backends-ready"]["command"])
     for backend in ("loki", "tempo", "mimir"):
         assert f"http://{backend}:" in waiter and "/ready" in waiter
@@ -127,6 +127,13 @@ def test_mimir_evaluates_every_rule_file_and_alerts_through_the_alertmanager_ser
     key_file = yaml.safe_load((ROOT / "alerts/alertmanager.yml").read_text())["receivers"][0]["pagerduty_configs"][0]
     targets = [s["target"] for s in _services()["alertmanager"]["secrets"]]
     assert key_file["routing_key_file"] in targets
+
+
+@pytest.mark.parametrize("dockerfile", ["collector/Dockerfile", "demo_services/Dockerfile"])
+def test_every_base_image_the_project_builds_on_is_pinned_by_version(dockerfile: str) -> None:
+    for image in re.findall(r"^FROM\s+(\S+)", (ROOT / dockerfile).read_text(), re.M):
+        tag = image.rpartition(":")[2]
+        assert ":" in image and re.search(r"\d+\.\d+", tag), f"{dockerfile}: {image} floats (no version in its tag)"
 
 
 def test_the_demo_image_installs_the_locked_dependencies() -> None:

@@ -78,3 +78,49 @@ def test_boto3_calls_are_client_spans_in_the_current_trace(tel: testing.Capture)
         assert span.context.trace_id == parent.context.trace_id
         assert span.attributes["correlation_id"] == "aws-1"
         assert "testing" not in str(dict(span.attributes))  # no credentials in span attributes
+
+
+_LAZY = """
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import otel_kit
+from otel_kit import testing
+
+CLIENTS = ("requests", "httpx", "botocore", "pika", "aio_pika", "psycopg")
+
+class Ok(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.server.traceparent = self.headers.get("traceparent")
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Ok)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+with testing.capture("lazy") as tel:
+    theirs = [*CLIENTS, *(f"opentelemetry.instrumentation.{c}" for c in CLIENTS)]
+    before = sorted(m for m in sys.modules if m in theirs or m.startswith(tuple(f"{t}." for t in theirs)))
+    import requests  # after init(): armed on import
+
+    requests.get(f"http://127.0.0.1:{server.server_port}/", timeout=10)
+    spans = [s.name for s in tel.spans() if s.kind.name == "CLIENT"]
+print(json.dumps({"before": before, "client_spans": spans, "traceparent": server.traceparent}))
+"""
+
+
+def test_a_client_library_is_instrumented_when_imported_after_init_and_not_imported_by_it() -> None:
+    """init() arms the client instrumentations without importing a library the application has not imported (each
+    one costs a cold start its import); the library imported later is instrumented the moment it is."""
+    import json
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-c", _LAZY], capture_output=True, text=True, timeout=60, check=True)
+    found = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert found["before"] == []
+    assert found["client_spans"] == ["GET"]
+    assert found["traceparent"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 from otel_kit._internal.serverlogs import drop_server_duplicates
@@ -190,18 +191,35 @@ _AUTO = {
 
 
 def _auto_instrument() -> None:
-    """Instrument every installed client library not disabled; a failure is logged and skipped."""
+    """Arm an instrumentation for every installed client library not disabled: at once for a library the application
+    has already imported, else the moment it imports it (wrapt's post-import hook). So ``init()`` imports no client
+    library and no instrumentation the application does not use, which a cold start pays for."""
+    import wrapt
+
+    from otel_kit._internal.running import current_handle
+
     disabled = {
         n.strip().lower().replace("_", "-")
         for n in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")
         if n.strip()
     }
+    handle = current_handle()
     for name, (module, instrument) in _AUTO.items():
         if name in disabled or importlib.util.find_spec(module) is None:
             continue
-        try:
-            instrument()
-        except MissingDependencyError as err:
-            _log.info("not instrumenting %s: %s", name, err)
-        except Exception:
-            _log.warning("could not instrument %s; continuing without it", name, exc_info=True)
+        wrapt.register_post_import_hook(partial(_arm, name, instrument, handle), module)
+
+
+def _arm(name: str, instrument: Callable[[], Any], armed_by: Any, _module: object) -> None:
+    """Instrument ``name`` for the ``init()`` that asked, if it still runs (a shutdown before the import, or a
+    later ``init()`` with hooks of its own, leaves it alone); a failure is logged and skipped."""
+    from otel_kit._internal.running import current_handle
+
+    if armed_by is None or current_handle() is not armed_by:
+        return
+    try:
+        instrument()
+    except MissingDependencyError as err:
+        _log.info("not instrumenting %s: %s", name, err)
+    except Exception:
+        _log.warning("could not instrument %s; continuing without it", name, exc_info=True)

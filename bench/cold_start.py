@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.harness import arguments, bar_plot, interleaved, paired, save, spread
+from bench.harness import arguments, bar_plot, interleaved, medians, paired, ratio_line, save
 
 PHASES = ("import", "setup", "invocation", "flush")
 # (name, phases summed, goal or None): the cold-start goal of the performance issue is 1.3 for import and set-up
@@ -129,14 +128,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for measurement in run:
             measurement["import_and_setup_ms"] = measurement["import_ms"] + measurement["setup_ms"]
             measurement["whole_ms"] = sum(measurement[f"{p}_ms"] for p in PHASES)
-    ms = {name: {key: statistics.median(m[key] for m in run) for key in run[0]} for name, run in runs.items()}
+    ms = medians(runs)
     ratios = {}
     for name, phases, goal in RATIOS:
         figure = "import_and_setup_ms" if phases == ("import", "setup") else "whole_ms"
-        per_repetition = paired(runs, "otel_kit", "sdk_by_hand", figure)["per_repetition"]
-        ratio = statistics.median(per_repetition)
-        ratios[name] = {"ratio": ratio, "per_repetition": per_repetition, "goal": goal,
-                        "met": goal is None or ratio <= goal}  # fmt: skip
+        pair = paired(runs, "otel_kit", "sdk_by_hand", figure)
+        ratios[name] = {"ratio": pair["median"], "per_repetition": pair["per_repetition"], "goal": goal,
+                        "met": goal is None or pair["median"] <= goal}  # fmt: skip
     result = {"repetitions": reps, "median_ms": ms, "ratios": ratios, "smoke": args.smoke}
     shown = {name: {f"{p} ms": m[f"{p}_ms"] for p in PHASES} for name, m in ms.items()}
     save("cold_start", result, lambda ax: bar_plot(ax, shown, "median ms in a fresh process"), args.out)
@@ -144,8 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         phases = ", ".join(f"{p} {m[f'{p}_ms']:.0f} ms" for p in PHASES)
         print(f"{name}: {phases}; whole process {m['process_ms']:.0f} ms, {m['modules']:.0f} modules")
     for name, r in ratios.items():
-        goal = f" (goal <= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'})" if r["goal"] else ""
-        print(f"{name}: {r['ratio']:.2f}x{goal} ({spread(r['per_repetition'])} repetitions)")
+        print(ratio_line(name, r))
     return result
 
 

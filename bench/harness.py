@@ -95,6 +95,12 @@ def alternating(a: Callable[[], object], b: Callable[[], object], blocks: int = 
     return statistics.median(ratios)
 
 
+def ratio_line(name: str, r: Mapping[str, Any], note: str = "") -> str:
+    """The printed summary of a ratio: its median, its goal if it has one, and its spread."""
+    goal = f" (goal <= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'})" if r.get("goal") else ""
+    return f"{name}: {r['ratio']:.2f}x{goal} ({spread(r['per_repetition'])} repetitions{note})"
+
+
 def spread(values: list[float], form: str = ".2f") -> str:
     """``min to max over n`` of per-repetition values, for the printed summary."""
     return f"{min(values):{form}} to {max(values):{form}} over {len(values)}"

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness import arguments, bar_plot, interleaved, medians, paired, save, spread
+from bench.harness import arguments, bar_plot, interleaved, medians, paired, ratio_line, save
 
 HERE = Path(__file__).resolve().parent
 # (name, numerator, denominator, goal or None)
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"repetitions": reps, "session_median_ns": ns, "ratios": ratios, "smoke": args.smoke}
     save("hot_paths", result, lambda ax: bar_plot(ax, {"ns per call": ns}, "median ns per call"), args.out)
     for name, r in ratios.items():
-        goal = f" (goal <= {r['goal']:.2f}: {'met' if r['met'] else 'NOT met'})" if r["goal"] else ""
-        print(f"{name}: {r['ratio']:.2f}x{goal} ({spread(r['per_repetition'])} repetitions, {r['method']})")
+        print(ratio_line(name, r, f", {r['method']}"))
     return result
 
 

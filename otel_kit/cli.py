@@ -145,13 +145,14 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _grafana_push(args: argparse.Namespace) -> int:
-    from otel_kit._internal.assets import assets_root, missing_extra
+    from otel_kit._internal.assets import assets_root
     from otel_kit.grafana import GrafanaPushError, push
+    from otel_kit.integrations import install_hint
 
     try:
         push(assets_root(args.dir), dry_run=args.dry_run)
     except ModuleNotFoundError as err:
-        print(f"otel-kit grafana push: {missing_extra('grafana', str(err.name))}", file=sys.stderr)
+        print(f"otel-kit grafana push: {install_hint('grafana', str(err.name))}", file=sys.stderr)
         return 2
     except GrafanaPushError as err:
         print(f"otel-kit grafana push: {err}", file=sys.stderr)
@@ -162,15 +163,16 @@ def _grafana_push(args: argparse.Namespace) -> int:
 def _cloudwatch_push(args: argparse.Namespace) -> int:
     import os
 
-    from otel_kit._internal.assets import assets_root, missing_extra
+    from otel_kit._internal.assets import assets_root
     from otel_kit.cloudwatch import push
+    from otel_kit.integrations import install_hint
 
     namespace = args.namespace or os.environ.get("CW_NAMESPACE") or "otel-kit"
     try:
         push(assets_root(args.dir), args.log_group, args.function, dry_run=args.dry_run, services=args.service,
              namespace=namespace)  # fmt: skip
     except ModuleNotFoundError as err:
-        print(f"otel-kit cloudwatch push: {missing_extra('aws', str(err.name))}", file=sys.stderr)
+        print(f"otel-kit cloudwatch push: {install_hint('aws', str(err.name))}", file=sys.stderr)
         return 2
     except ValueError as err:
         print(f"otel-kit cloudwatch push: {err}", file=sys.stderr)

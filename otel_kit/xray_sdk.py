@@ -65,10 +65,9 @@ def init_xray_sdk(service_name: str, **otel_kit_settings: Any) -> Any:
         from aws_xray_sdk.core import patch, xray_recorder
         from aws_xray_sdk.core.sampling.local.sampler import LocalSampler
     except ModuleNotFoundError as err:
-        from otel_kit._internal.assets import missing_extra
-        from otel_kit.integrations import MissingDependencyError
+        from otel_kit.integrations import MissingDependencyError, install_hint
 
-        raise MissingDependencyError(missing_extra("xray", "aws-xray-sdk")) from err
+        raise MissingDependencyError(install_hint("xray", "aws-xray-sdk")) from err
 
     import otel_kit
     from otel_kit._internal import logs

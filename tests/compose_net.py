@@ -245,7 +245,7 @@ def _busybox_image() -> Image:
     return Image(entrypoint=[], command=["sh"], env={"PATH": BASE_PATH})  # sh, wget, test, touch, sleep: Debian's
 
 
-def _config_file(service: dict[str, Any]) -> dict[str, Any]:
+def config_file(service: dict[str, Any]) -> dict[str, Any]:
     """The YAML config a Grafana backend's ``-config.file=`` names, read where the service's bind mount puts it."""
     (flag,) = [a for a in service.get("command") or [] if a.startswith("-config.file=")]
     target = flag.split("=", 1)[1]
@@ -253,7 +253,7 @@ def _config_file(service: dict[str, Any]) -> dict[str, Any]:
     return dict(yaml.safe_load(Path(source).read_text()))
 
 
-def _capture(service: dict[str, Any], http_port: int, grpc_port: int = 0) -> Image:
+def _capture(http_port: int, grpc_port: int = 0) -> Image:
     receiver = ROOT / "demo_services" / "stack" / "otlp_receiver.py"
     argv = [sys.executable, str(receiver), "--host", "0.0.0.0", "--http-port", str(http_port)]
     argv += ["--grpc-port", str(grpc_port), "--out", "/capture/received.jsonl"]
@@ -261,19 +261,19 @@ def _capture(service: dict[str, Any], http_port: int, grpc_port: int = 0) -> Ima
 
 
 def _loki_stand_in(service: dict[str, Any]) -> Image:
-    return _capture(service, int(_config_file(service)["server"]["http_listen_port"]))
+    return _capture(int(config_file(service)["server"]["http_listen_port"]))
 
 
 def _tempo_stand_in(service: dict[str, Any]) -> Image:
-    config = _config_file(service)
+    config = config_file(service)
     grpc = config["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
-    return _capture(service, int(config["server"]["http_listen_port"]), int(grpc.rsplit(":", 1)[1]))
+    return _capture(int(config["server"]["http_listen_port"]), int(grpc.rsplit(":", 1)[1]))
 
 
 def _mimir_stand_in(service: dict[str, Any]) -> Image:
     """Prometheus (remote-write receiver on) behind a front that answers on Mimir's port and paths, evaluating the
     rule files the service mounts where Mimir's ruler reads them and alerting the Alertmanager its config names."""
-    config = _config_file(service)
+    config = config_file(service)
     rules = [v["target"] for v in service["volumes"] if v["type"] == "bind" and v["target"].endswith(".rules.yml")]
     alertmanager = config["ruler"]["alertmanager_url"].split("://", 1)[1]
     prometheus = {

@@ -29,7 +29,7 @@ import yaml
 
 from demo_services.stack.servers import attributes, hex_id, wait_until
 from tests import loki_otlp
-from tests.compose_net import ROOT, ComposeRun, compose_config_binary, example_env, load
+from tests.compose_net import ROOT, ComposeRun, compose_config_binary, config_file, example_env, load
 from tests.test_shop import FAILURE_ONLY
 
 pytestmark = [
@@ -97,6 +97,13 @@ def _spans(run: ComposeRun) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     ]
 
 
+def _tempo_datasource() -> dict[str, Any]:
+    """The Tempo datasource as provisioned for Grafana (its links to logs and metrics)."""
+    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
+    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    return dict(tempo)
+
+
 def _prometheus(run: ComposeRun, promql: str) -> list[dict[str, Any]]:
     """A query through Mimir's published port and Prometheus-compatible path, as Grafana's datasource asks."""
     host, port = run.ports[("mimir", 9009)]
@@ -136,8 +143,7 @@ def test_orders_cross_all_seven_shop_services_and_reach_tempo_as_whole_traces(st
     environments = {str(r.get("deployment.environment.name")) for r, _ in _spans(stack)}
     assert environments == {"compose"}
     # the span attributes Grafana's Tempo datasource reads for its links to logs and metrics are on the spans
-    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
-    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    tempo = _tempo_datasource()
     tags = {t["key"] for link in ("tracesToLogsV2", "tracesToMetrics") for t in tempo["jsonData"][link]["tags"]}
     on_spans = {k for r, s in _spans(stack) for k in [*r, *attributes(s.get("attributes", []))]}
     assert tags and tags <= on_spans, tags - on_spans
@@ -173,8 +179,7 @@ def _queries() -> dict[str, str]:
                 # an alert is silent while all is well: the series its condition reads exist
                 for metric in set(metric_names(rule.get("expr", ""))) - FAILURE_ONLY if "alert" in rule else ():
                     queries[f"alert {rule['alert']}: {metric}"] = f'count({{__name__="{metric}"}})'
-    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
-    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    tempo = _tempo_datasource()
     for link in tempo["jsonData"]["tracesToMetrics"]["queries"]:
         queries[f"Tempo link {link['name']}"] = link["query"].replace("$$__tags", 'service_name="gateway"')
     return queries
@@ -211,8 +216,7 @@ def _log_queries() -> dict[str, str]:
     from dashboards.queries import log_queries
 
     found = log_queries()
-    provisioning = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/otel-kit.yaml").read_text())
-    (tempo,) = [d for d in provisioning["datasources"] if d["type"] == "tempo"]
+    tempo = _tempo_datasource()
     link = tempo["jsonData"]["tracesToLogsV2"]
     tags = ", ".join(f'{t.get("value") or t["key"]}=~".+"' for t in link["tags"])
     found["Tempo link: logs for this span"] = (
@@ -222,10 +226,7 @@ def _log_queries() -> dict[str, str]:
 
 
 def test_every_log_query_names_fields_loki_stores_and_returns_lines(stack: ComposeRun) -> None:
-    loki = stack.model["services"]["loki"]
-    (flag,) = [a for a in loki["command"] if a.startswith("-config.file=")]
-    (source,) = [v["source"] for v in loki["volumes"] if v["target"] == flag.split("=", 1)[1]]
-    config = yaml.safe_load(Path(source).read_text())
+    config = config_file(stack.model["services"]["loki"])
     wait_until(lambda: bool(_requests(stack, "loki", "logs")), 120, "log requests at the Loki capture", interval=1)
     stored = loki_otlp.entries([r["body"] for r in _requests(stack, "loki", "logs")], config)
     queries = _log_queries()

@@ -91,9 +91,9 @@ def test_the_wheel_carries_the_assets_the_tools_push(built: Built) -> None:
 @pytest.mark.e2e
 def test_init_and_a_traced_call_reach_a_real_otlp_receiver(built: Built, bare: Path) -> None:
     script = (
-        "import otel_kit\n"
+        "import logging, otel_kit\n"
         "handle = otel_kit.init('wheel-user')\n"
-        "otel_kit.traced(lambda: None, name='from the wheel')()\n"
+        "otel_kit.traced(lambda: logging.getLogger('app').warning('inside'), name='from the wheel')()\n"
         "handle.shutdown()\n"
     )
     with OtlpReceiver() as receiver:
@@ -103,7 +103,9 @@ def test_init_and_a_traced_call_reach_a_real_otlp_receiver(built: Built, bare: P
         wait_until(lambda: any(s["name"] == "from the wheel" for _, s in receiver.spans()), 30, "the span")
         (resource,) = {json.dumps(r, sort_keys=True) for r, s in receiver.spans() if s["name"] == "from the wheel"}
         assert json.loads(resource)["service.name"] == "wheel-user"
-    assert '"service": "wheel-user"' in ran.stdout or ran.stdout == ""
+    # the JSON line of the log call inside the span, joined to it by its trace id
+    (line,) = [json.loads(x) for x in ran.stdout.splitlines() if '"inside"' in x]
+    assert line["service"] == "wheel-user" and line["trace_id"]
 
 
 @pytest.mark.e2e

@@ -18,8 +18,3 @@ def assets_root(override: str | None = None) -> Path:
         return Path(override)
     packaged = _PACKAGE / "assets"
     return packaged if packaged.is_dir() else _PACKAGE.parent
-
-
-def missing_extra(extra: str, module: str) -> str:
-    """The message for a tool whose optional dependency is not installed."""
-    return f"this needs {module}, which comes with the {extra} extra: pip install 'otel-kit[{extra}]'"

@@ -40,11 +40,14 @@ class MissingDependencyError(ImportError):
     """An integration was asked for but its packages are not installed; the message says what to install."""
 
 
+def install_hint(extra: str, module: str) -> str:
+    """What to install for something that needs ``module``, which comes with ``extra``."""
+    return f"this needs {module}, which comes with the {extra} extra: pip install 'otel-kit[{extra}]'"
+
+
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise MissingDependencyError(
-            f"otel_kit needs the '{module}' package for this integration: pip install 'otel-kit[{extra}]'"
-        )
+        raise MissingDependencyError(install_hint(extra, module))
 
 
 def _providers() -> dict[str, Any]:
